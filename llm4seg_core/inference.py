@@ -1,0 +1,136 @@
+"""Segmentation of a whole volume (or some of its slices) with an LLM4Seg model."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llm4seg_core.device import resolve_device
+from llm4seg_core.errors import Cancelled, LLM4SegError
+from llm4seg_core.io import Volume
+from llm4seg_core.model.network import LLM4SegNet
+from llm4seg_core.preprocess import intensity_range, logits_to_labels, slice_stack, to_model_input
+
+ProgressFn = Callable[[int, int], None]
+CancelFlag = threading.Event | Callable[[], bool]
+
+
+def _is_cancelled(cancel: CancelFlag | None) -> bool:
+    if cancel is None:
+        return False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set()
+    return bool(cancel())
+
+
+class Segmenter:
+    """Volume in, uint8 label volume of the same shape out.
+
+    Slices go through the model ``batch_size`` at a time: each batch is
+    normalised and resized on the CPU, moved to the device, run under
+    ``torch.inference_mode`` (and bf16 autocast on CUDA), and its logits are
+    resized back and turned into labels on the device before the next batch.
+    Peak memory is one batch, never the whole volume in floating point.
+    """
+
+    def __init__(
+        self,
+        model: LLM4SegNet,
+        *,
+        device: str | torch.device = "auto",
+        batch_size: int = 8,
+        trained: bool = True,
+        name: str = "",
+    ) -> None:
+        if batch_size < 1:
+            raise LLM4SegError("batch size must be at least 1")
+        self.device = resolve_device(device)
+        if self.device.type == "cuda" and model.llm_block is not None and model.spec.freeze_llm:
+            model.llm_block.llm.to(torch.bfloat16)
+        self.model = model.to(self.device).eval()
+        self.batch_size = batch_size
+        self.trained = trained
+        self.name = name or ("untrained " if not trained else "") + "model"
+
+    @classmethod
+    def load(
+        cls,
+        checkpoint: str | Path | None = None,
+        *,
+        spec=None,
+        device: str | torch.device = "auto",
+        batch_size: int = 8,
+    ) -> Segmenter:
+        """A Segmenter for a checkpoint file, else the shipped default, else an untrained ``spec``."""
+        from llm4seg_core.checkpoints import default_checkpoint, load_checkpoint
+        from llm4seg_core.model.network import build_model
+
+        dev = resolve_device(device)
+        path = Path(checkpoint) if checkpoint else (default_checkpoint() if spec is None else None)
+        if path is not None:
+            model, info = load_checkpoint(path, device="cpu")
+            return cls(model, device=dev, batch_size=batch_size, trained=True, name=str(info.path.name))
+        model = build_model(spec, device="cpu")
+        return cls(model, device=dev, batch_size=batch_size, trained=False)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def segment(
+        self,
+        volume: Volume,
+        *,
+        slices: Iterable[int] | None = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelFlag | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Labels for ``volume`` (all slices, or only ``slices``).
+
+        With ``out`` (a uint8 array of the volume's spatial shape) only the
+        chosen slices are written into it and it is returned; other slices are
+        left as they are. Raises :class:`Cancelled` when ``cancel`` is set; the
+        slices done so far are already in ``out``.
+        """
+        spec = self.model.spec
+        shape = volume.spatial_shape
+        n = volume.n_slices
+        if out is None:
+            out = np.zeros(shape, dtype=np.uint8)
+        elif out.shape != shape or out.dtype != np.uint8:
+            raise LLM4SegError(
+                f"label array has shape {out.shape} ({out.dtype}); the image needs {shape} uint8"
+            )
+        view = out[None] if volume.kind == "image2d" else out
+        order = list(range(n)) if slices is None else sorted(set(int(z) for z in slices))
+        if any(z < 0 or z >= n for z in order):
+            raise LLM4SegError(f"slice indices must be within 0..{n - 1}")
+        limits = intensity_range(volume, spec.intensity)
+        hw = tuple(view.shape[1:3])
+        pin = self.device.type == "cuda"
+        done = 0
+        if progress:
+            progress(0, len(order))
+        with torch.inference_mode(), self._autocast():
+            for start in range(0, len(order), self.batch_size):
+                if _is_cancelled(cancel):
+                    raise Cancelled(f"segmentation cancelled after {done} of {len(order)} slices")
+                batch = order[start : start + self.batch_size]
+                x = to_model_input(slice_stack(volume, batch, spec.in_channels), limits, spec.image_size)
+                if pin:
+                    x = x.pin_memory()
+                logits = self.model(x.to(self.device, non_blocking=pin))
+                labels = logits_to_labels(logits, hw).cpu().numpy()
+                for k, z in enumerate(batch):
+                    view[z] = labels[k]
+                done += len(batch)
+                if progress:
+                    progress(done, len(order))
+        return out
