@@ -54,16 +54,16 @@ def _describe(seg, log) -> None:
     spec = seg.model.spec
     llm = f"{spec.llm_source} layer {spec.llm_layer}" if spec.has_llm else "none"
     log(f"model: {seg.name} (LLM: {llm}, {spec.llm_mode}); device: {describe_device(seg.device)}")
-    if not seg.trained:
-        log(UNTRAINED_NOTICE)
+    if not seg.trained:  # shown even with --quiet: the mask is meaningless
+        print(UNTRAINED_NOTICE, file=sys.stderr)
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from llm4seg_core.io import read_image, write_mask
+    from llm4seg_core.io import check_mask_path, read_image, write_mask
 
     log = (lambda *_: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     volume = read_image(args.input, series_uid=args.series)
-    out = Path(args.output)
+    out = check_mask_path(volume, args.output)  # fail now, not after segmenting
     seg = _segmenter(args)
     _describe(seg, log)
     log(f"image: {args.input}: {volume.kind}, shape {volume.array.shape}, spacing {volume.spacing}")
@@ -172,6 +172,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         close()
     dt = time.perf_counter() - t0
     outdir = Path(args.out)
+    outdir.mkdir(parents=True, exist_ok=True)
     mask_path = write_mask(labels, volume, outdir / f"{args.case}_mask.nrrd")
     per_slice = reference.reshape(reference.shape[0], -1).sum(axis=1)
     z = int(np.argmax(per_slice))
@@ -181,7 +182,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"overlay: {png} (slice {z}, the largest tumour cross-section; red = model, green = expert outline)")
     print(f"Dice against the expert label: {dice(labels, reference):.3f}")
     if not seg.trained:
-        print(UNTRAINED_NOTICE)
+        print(UNTRAINED_NOTICE, file=sys.stderr)
     return 0
 
 
