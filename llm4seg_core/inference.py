@@ -65,18 +65,25 @@ class Segmenter:
         spec=None,
         device: str | torch.device = "auto",
         batch_size: int = 8,
+        store=None,
     ) -> Segmenter:
-        """A Segmenter for a checkpoint file, else the shipped default, else an untrained ``spec``."""
-        from llm4seg_core.checkpoints import default_checkpoint, load_checkpoint
+        """A Segmenter for ``checkpoint``, or an untrained ``spec``.
+
+        ``checkpoint`` is anything :func:`llm4seg_core.checkpoints.resolve_model`
+        accepts: a checkpoint file, a version in the model store (``store``,
+        default the user's), ``current``, or a spec string. With neither
+        ``checkpoint`` nor ``spec``: the store's current version, else the
+        shipped default checkpoint, else the untrained default spec.
+        """
+        from llm4seg_core.checkpoints import resolve_model
         from llm4seg_core.model.network import build_model
 
         dev = resolve_device(device)
-        path = Path(checkpoint) if checkpoint else (default_checkpoint() if spec is None else None)
-        if path is not None:
-            model, info = load_checkpoint(path, device="cpu")
-            return cls(model, device=dev, batch_size=batch_size, trained=True, name=str(info.path.name))
-        model = build_model(spec, device="cpu")
-        return cls(model, device=dev, batch_size=batch_size, trained=False)
+        if checkpoint is None and spec is not None:
+            model = build_model(spec, device="cpu")
+            return cls(model, device=dev, batch_size=batch_size, trained=False)
+        r = resolve_model(checkpoint, store, device="cpu")
+        return cls(r.model, device=dev, batch_size=batch_size, trained=r.trained, name=r.name)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda":
