@@ -78,13 +78,13 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing_zyx: Sequence[float]) -> flo
         return img
 
     def surface(mask: np.ndarray) -> np.ndarray:
-        return sitk.GetArrayViewFromImage(sitk.LabelContour(image(mask), fullyConnected=False)) > 0
+        return sitk.GetArrayFromImage(sitk.LabelContour(image(mask), fullyConnected=False)) > 0
 
     def dist_to(mask: np.ndarray) -> np.ndarray:
         d = sitk.SignedMaurerDistanceMap(
             image(mask), insideIsPositive=False, squaredDistance=False, useImageSpacing=True
         )
-        return np.abs(sitk.GetArrayViewFromImage(d))
+        return np.abs(sitk.GetArrayFromImage(d))
 
     sp, sr = surface(pred), surface(ref)
     # distance from each surface voxel of one mask to the nearest boundary of the other
