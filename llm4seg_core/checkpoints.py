@@ -45,13 +45,29 @@ class CheckpointInfo:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def save_checkpoint(model: LLM4SegNet, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Write ``model``'s stored tensors and metadata to ``path`` atomically."""
+def save_checkpoint(
+    model: LLM4SegNet,
+    path: str | Path,
+    meta: dict[str, Any] | None = None,
+    *,
+    float_dtype: torch.dtype | None = None,
+) -> Path:
+    """Write ``model``'s stored tensors and metadata to ``path`` atomically.
+
+    ``float_dtype`` (e.g. ``torch.float16``) stores floating-point tensors in a
+    smaller type, for checkpoints shipped with the package; loading casts them
+    back to the model's own dtype.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.stored_state_dict().items()}
+    tensors = {}
+    for k, v in model.stored_state_dict().items():
+        v = v.detach().to("cpu")
+        if float_dtype is not None and v.is_floating_point():
+            v = v.to(float_dtype)
+        tensors[k] = v.contiguous()
     header = {
         "format": FORMAT,
         "spec": model.spec.to_json(),

@@ -355,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--store", metavar="DIR", help="model store folder (default: the user data "
                         "folder, or $LLM4SEG_HOME/models)")
         sp.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda[:N], mps")
-        sp.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default 8)")
+        sp.add_argument("--batch-size", type=int, default=None,
+                        help="slices per forward pass (default: 2 on a CPU, 8 on a GPU)")
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     s = sub.add_parser("segment", help="segment an image or volume and write the mask")

@@ -17,6 +17,11 @@ from llm4seg_core.model.network import LLM4SegNet
 from llm4seg_core.preprocess import intensity_range, logits_to_labels, slice_stack, to_model_input
 
 ProgressFn = Callable[[int, int], None]
+
+DEFAULT_BATCH = {"cpu": 2, "cuda": 8, "mps": 8}
+"""Slices per forward pass when none is given. CPU: measured on the 2-core
+development machine (fp32, channels-last, SmolLM2 layer): 0.26 / 0.24 / 0.29 /
+0.35 s a slice at batch 1 / 2 / 4 / 8."""
 CancelFlag = threading.Event | Callable[[], bool]
 
 
@@ -36,6 +41,12 @@ class Segmenter:
     ``torch.inference_mode`` (and bf16 autocast on CUDA), and its logits are
     resized back and turned into labels on the device before the next batch.
     Peak memory is one batch, never the whole volume in floating point.
+
+    The model is moved to the device and to channels-last memory format (its
+    convolutions run 25-35 % faster so on this CPU kind, measured), and on
+    CUDA a frozen LLM layer is cast to bf16: the Segmenter owns the model it
+    is given. ``batch_size`` None picks :data:`DEFAULT_BATCH` for the device:
+    small batches on a CPU, where batch 8 is slower per slice than batch 2.
     """
 
     def __init__(
@@ -43,16 +54,18 @@ class Segmenter:
         model: LLM4SegNet,
         *,
         device: str | torch.device = "auto",
-        batch_size: int = 8,
+        batch_size: int | None = None,
         trained: bool = True,
         name: str = "",
     ) -> None:
+        self.device = resolve_device(device)
+        if batch_size is None:
+            batch_size = DEFAULT_BATCH.get(self.device.type, 8)
         if batch_size < 1:
             raise LLM4SegError("batch size must be at least 1")
-        self.device = resolve_device(device)
         if self.device.type == "cuda" and model.llm_block is not None and model.spec.freeze_llm:
             model.llm_block.llm.to(torch.bfloat16)
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.batch_size = batch_size
         self.trained = trained
         self.name = name or ("untrained " if not trained else "") + "model"
@@ -64,7 +77,7 @@ class Segmenter:
         *,
         spec=None,
         device: str | torch.device = "auto",
-        batch_size: int = 8,
+        batch_size: int | None = None,
         store=None,
     ) -> Segmenter:
         """A Segmenter for ``checkpoint``, or an untrained ``spec``.
@@ -131,6 +144,7 @@ class Segmenter:
                     raise Cancelled(f"segmentation cancelled after {done} of {len(order)} slices")
                 batch = order[start : start + self.batch_size]
                 x = to_model_input(slice_stack(volume, batch, spec.in_channels), limits, spec.image_size)
+                x = x.contiguous(memory_format=torch.channels_last)
                 if pin:
                     x = x.pin_memory()
                 logits = self.model(x.to(self.device, non_blocking=pin))

@@ -84,6 +84,7 @@ class TrainConfig:
     bce_weight: float = 0.5  # binary: bce_weight * BCE + (1 - soft Dice); multi-class: CE + (1 - Dice)
     augment: bool = True  # RandomRotate90 + flips
     crop_size: int | None = None  # train on random crops of the model grid (a multiple of 16)
+    fg_crop_prob: float = 0.0  # share of crops centred on a labelled pixel (small lesions)
     trainable: str = "all-but-llm"
     seed: int = 0
     device: str = "auto"
@@ -703,7 +704,8 @@ class Trainer:
                         break
                     gen = torch.Generator().manual_seed(
                         (cfg.seed * 1_000_003 + st["step"]) * 4099 + dist_.rank)
-                    x, y = augment_batch(x, y, gen, augment=cfg.augment, crop=cfg.crop_size)
+                    x, y = augment_batch(x, y, gen, augment=cfg.augment, crop=cfg.crop_size,
+                                         fg_prob=cfg.fg_crop_prob)
                     x = x.to(self.device, non_blocking=pin)
                     y = y.to(self.device, non_blocking=pin)
                     if cfg.poly_power:
