@@ -775,27 +775,6 @@ class Trainer:
 # --------------------------------------------------------------------------- fine-tuning
 
 
-def _encode(net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    """The encoder half of CMUNeXt.forward: the five skip feature maps."""
-    x = net.stem(x)
-    skips = []
-    for i, stage in enumerate(net.encoder):
-        if i:
-            x = F.max_pool2d(x, 2)
-        x = stage(x)
-        skips.append(x)
-    return skips
-
-
-def _decode(net: nn.Module, skips: list[torch.Tensor]) -> torch.Tensor:
-    """The rest of CMUNeXt.forward: bottleneck (LLM block), decoder, head."""
-    skips = list(skips)
-    x = net.bottleneck(skips.pop())
-    for up in net.decoder:
-        x = up(x, skips.pop())
-    return net.head(x)
-
-
 def finetune(model: LLM4SegNet, corrections: Any, config: FinetuneConfig | None = None,
              callbacks: Callbacks | None = None) -> TrainResult:
     """Fine-tune ``model`` in place on the corrected slices of one volume.
@@ -852,7 +831,7 @@ def finetune(model: LLM4SegNet, corrections: Any, config: FinetuneConfig | None 
         net.encoder.eval()
         with torch.no_grad(), _autocast(device, cfg.amp):
             for d in variants:
-                feats = _encode(net, _dihedral(xs, d).to(device))
+                feats = net.encode(_dihedral(xs, d).to(device))
                 cache.append([f.float() for f in feats])  # cache[d][level] -> (n, C, h, w)
 
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -888,7 +867,7 @@ def finetune(model: LLM4SegNet, corrections: Any, config: FinetuneConfig | None 
                             cache[variants.index(d)][lvl][i, :, oy // f:(oy + c) // f,
                                                           ox // f:(ox + c) // f]
                             for i, d, oy, ox in picks]))
-                    logits = _decode(net, feats)
+                    logits = net.decode(feats)
                 else:
                     x = torch.stack([_dihedral(xs[i], d)[:, oy:oy + c, ox:ox + c]
                                      for i, d, oy, ox in picks]).to(device)

@@ -120,7 +120,8 @@ class CMUNeXt(nn.Module):
         self.decoder = nn.ModuleList(UpStage(dims[i + 1], dims[i]) for i in reversed(range(4)))
         self.head = nn.Conv2d(dims[0], num_classes, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder half: the five feature maps, shallowest first (the last is the bottleneck's input)."""
         x = self.stem(x)
         skips = []
         for i, stage in enumerate(self.encoder):
@@ -128,7 +129,15 @@ class CMUNeXt(nn.Module):
                 x = F.max_pool2d(x, 2)
             x = stage(x)
             skips.append(x)
+        return skips
+
+    def decode(self, skips: list[torch.Tensor]) -> torch.Tensor:
+        """The rest: bottleneck module, decoder, head (``skips`` as :meth:`encode` returns them)."""
+        skips = list(skips)
         x = self.bottleneck(skips.pop())
         for up in self.decoder:
             x = up(x, skips.pop())
         return self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))

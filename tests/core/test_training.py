@@ -17,7 +17,7 @@ from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.model.network import build_model
 from llm4seg_core.model.spec import ModelSpec
 from llm4seg_core.training import (
-    Callbacks, FinetuneConfig, TrainConfig, Trainer, _decode, _encode, finetune, has_train_state,
+    Callbacks, FinetuneConfig, TrainConfig, Trainer, finetune, has_train_state,
     read_train_state_info,
 )
 
@@ -81,7 +81,7 @@ def test_split_forward_matches_model():
     m = build_model(TINY)
     x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
-        assert torch.equal(m(x), _decode(m.net, _encode(m.net, x)))
+        assert torch.equal(m(x), m.net.decode(m.net.encode(x)))
 
 
 def test_loss_decreases_and_best_by_val_iou():
