@@ -1,0 +1,265 @@
+"""napari reader contribution: DICOM (folders and files), NIfTI, NRRD, MetaImage.
+
+npe2 calls :func:`napari_get_reader` with the path (or, when napari stacks,
+a list of paths). It answers at once, from names and at most a few file
+headers, with a function that reads, or ``None`` when the path is not ours
+(PNG, JPEG, TIFF, zarr folders...: napari and other plugins open those).
+
+The reading function returns napari layer-data tuples ``(array, kwargs,
+"image")``. Choices:
+
+* **Placement**: see :mod:`llm4seg_napari._geometry`: ``scale`` + ``translate``
+  in mm (z, y, x) when the image axes are the patient axes, else one
+  ``affine`` (``Volume.affine_zyx``). Anisotropic CT shows with its true
+  proportions.
+* **Metadata**: ``metadata["llm4seg_volume"]`` is the image's geometry record
+  (spacing, origin, direction, kind, modality, is_rgb, source, meta, shape),
+  so that masks drawn on the image are saved in its geometry by the writer.
+* **Display**: grayscale; CT (DICOM modality CT, or HU values) gets
+  ``contrast_limits`` from a window: the DICOM file's own window when it has
+  one, else the ``lung`` preset for chest/lung/thorax series and the
+  ``mediastinum`` (soft tissue) preset otherwise. RGB arrives as ``rgb=True``.
+* **Folders with several DICOM series**: one layer, the largest series (what
+  ``read_image`` picks); the others are listed in ``metadata["llm4seg_series"]``
+  (uid, description, modality, n_files, label; the chosen one first) for the
+  dock widget's series picker. Loading every series at once would fill memory
+  with localizers and duplicate reconstructions in other geometries.
+* **A stacked list of DICOM files** from one folder reads as that series;
+  a list of other files gives one layer per file.
+* **Errors**: a path we claim but cannot read (damaged, truncated, empty,
+  unsupported contents) raises :class:`~llm4seg_core.errors.LLM4SegError`
+  from the reading function, with a message for a person; napari catches
+  reader errors and shows them as a notification, and keeps running.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from llm4seg_core.errors import LLM4SegError
+from llm4seg_core.io import (
+    DICOM_SUFFIXES,
+    PICTURE_SUFFIXES,
+    VOLUME_SUFFIXES,
+    Volume,
+    list_dicom_series,
+    read_image,
+)
+from llm4seg_napari._geometry import (
+    SERIES_KEY,
+    VOLUME_KEY,
+    WINDOW_KEY,
+    layer_kwargs,
+    volume_record,
+)
+
+LayerData = tuple[Any, dict[str, Any], str]
+ReaderFunction = Callable[[str | Sequence[str]], list[LayerData]]
+
+#: File suffixes this reader claims (also the manifest's filename_patterns).
+READER_SUFFIXES: tuple[str, ...] = DICOM_SUFFIXES + VOLUME_SUFFIXES
+#: How many folder entries a folder check looks at before giving up.
+_FOLDER_PROBE_LIMIT = 500
+_CHEST_WORDS = ("CHEST", "LUNG", "THORAX", "THX", "PULM")
+
+__all__ = ["READER_SUFFIXES", "napari_get_reader", "read_layers", "volume_layer"]
+
+
+# --------------------------------------------------------------------------- claiming
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suf in sorted(READER_SUFFIXES + PICTURE_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suf):
+            return suf
+    return path.suffix.lower()
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _is_dicom_file(path: Path) -> bool:
+    """By suffix, or by the "DICM" preamble for files named without one or by UID ("1.2.3.4")."""
+    suffix = _suffix(path)
+    if suffix in DICOM_SUFFIXES:
+        return True
+    if suffix in VOLUME_SUFFIXES or suffix in PICTURE_SUFFIXES or path.name == "DICOMDIR":
+        return False
+    return _has_dicom_preamble(path)
+
+
+def _folder_has_dicom(folder: Path) -> bool:
+    """Cheap check: a DICOM file among the first few hundred entries below ``folder``."""
+    seen = 0
+    for _root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in sorted(dirs) if not d.startswith(".")]
+        for name in sorted(files):
+            seen += 1
+            if seen > _FOLDER_PROBE_LIMIT:
+                return False
+            if _is_dicom_file(Path(_root) / name):
+                return True
+    return False
+
+
+def _claims(path: Path) -> bool:
+    if path.is_dir():
+        return path.suffix.lower() != ".zarr" and _folder_has_dicom(path)
+    if not path.is_file():
+        return False
+    return _suffix(path) in READER_SUFFIXES or _is_dicom_file(path)
+
+
+def napari_get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
+    """The reader function for ``path``, or None when this plugin does not read it."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths:
+        return None
+    ps = [Path(p).expanduser() for p in paths]
+    if not all(_claims(p) for p in ps):
+        return None
+    return read_layers
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _layer_name(volume: Volume, path: Path) -> str:
+    if path.is_dir():
+        desc = volume.meta.get("series_description")
+        return f"{path.name}: {desc}" if desc else path.name
+    name = path.name
+    suffix = _suffix(path)
+    if suffix and name.lower().endswith(suffix):
+        name = name[: -len(suffix)]
+    return name or path.name
+
+
+def _first_number(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return float(str(text).replace("[", "").replace("]", "").split("\\")[0].split(",")[0])
+    except ValueError:
+        return None
+
+
+def _ct_window(volume: Volume, window: str | None) -> tuple[str, tuple[float, float]] | None:
+    """(name, (low, high)) display limits for a CT, or None for anything else."""
+    from llm4seg_core.preprocess import CT_WINDOWS, looks_like_ct, window_limits
+
+    if volume.is_rgb or not looks_like_ct(volume):
+        return None
+    if window is not None:
+        if window not in CT_WINDOWS:
+            raise LLM4SegError(
+                f"unknown CT window {window!r}; choose one of {', '.join(CT_WINDOWS)}"
+            )
+        return window, window_limits(window)
+    center = _first_number(volume.meta.get("window_center"))
+    width = _first_number(volume.meta.get("window_width"))
+    if center is not None and width is not None and width > 1:
+        return "dicom", (center - width / 2, center + width / 2)
+    text = " ".join(
+        volume.meta.get(k, "") for k in ("body_part", "series_description")
+    ).upper()
+    name = "lung" if any(w in text for w in _CHEST_WORDS) else "mediastinum"
+    return name, window_limits(name)
+
+
+def volume_layer(
+    volume: Volume,
+    name: str,
+    *,
+    window: str | None = None,
+    extra_metadata: dict[str, Any] | None = None,
+) -> LayerData:
+    """The napari image layer-data tuple for an already read Volume.
+
+    ``window`` forces a CT preset of ``llm4seg_core.preprocess.CT_WINDOWS``.
+    """
+    metadata: dict[str, Any] = {VOLUME_KEY: volume_record(volume)}
+    kwargs: dict[str, Any] = {"name": name, "rgb": bool(volume.is_rgb), **layer_kwargs(volume)}
+    if not volume.is_rgb:
+        kwargs["colormap"] = "gray"
+        ct = _ct_window(volume, window)
+        if ct is not None:
+            metadata[WINDOW_KEY] = ct[0]
+            kwargs["contrast_limits"] = (float(ct[1][0]), float(ct[1][1]))
+    if extra_metadata:
+        metadata.update(extra_metadata)
+    kwargs["metadata"] = metadata
+    return (volume.array, kwargs, "image")
+
+
+def _series_list(folder: Path, chosen_uid: str | None) -> list[dict[str, Any]]:
+    series = list_dicom_series(folder)
+    series.sort(key=lambda s: s.uid != chosen_uid)  # stable: the chosen one first
+    return [
+        {
+            "uid": s.uid,
+            "description": s.description,
+            "modality": s.modality,
+            "n_files": s.n_files,
+            "label": s.label,
+        }
+        for s in series
+    ]
+
+
+def _read_one(path: Path, *, series_uid: str | None = None, window: str | None = None) -> LayerData:
+    folder = path.is_dir()
+    volume = read_image(path, series_uid=series_uid)
+    extra: dict[str, Any] = {}
+    if folder and int(volume.meta.get("n_series_in_folder", "1") or 1) > 1:
+        extra[SERIES_KEY] = _series_list(path, volume.meta.get("series_uid"))
+    return volume_layer(volume, _layer_name(volume, path), window=window, extra_metadata=extra)
+
+
+def _series_uid_of(path: Path) -> str | None:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(
+            path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"], force=True
+        )
+    except Exception:  # pydicom raises assorted errors on damaged files
+        return None
+    uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
+    return uid or None
+
+
+def read_layers(path: str | Sequence[str], *, window: str | None = None) -> list[LayerData]:
+    """Read ``path`` (or a list of paths) into napari layer-data tuples.
+
+    Raises LLM4SegError for anything unreadable (napari shows the message).
+    """
+    paths = (
+        [Path(path).expanduser()]
+        if isinstance(path, (str, os.PathLike))
+        else [Path(p).expanduser() for p in path]
+    )
+    if not paths:
+        raise LLM4SegError("no file given; choose a DICOM folder or an image file")
+    if len(paths) > 1 and all(p.is_file() and _is_dicom_file(p) for p in paths):
+        parents = {p.parent for p in paths}
+        uids = {_series_uid_of(p) for p in paths}
+        if len(parents) == 1 and len(uids) == 1 and None not in uids:
+            folder = paths[0].parent
+            layer = _read_one(folder, series_uid=uids.pop(), window=window)
+            return [layer]
+        raise LLM4SegError(
+            "the chosen DICOM files are not one series in one folder; "
+            "open their folder instead (the largest series is read, the others are listed)"
+        )
+    return [_read_one(p, window=window) for p in paths]
