@@ -1,0 +1,299 @@
+"""The LLM4Seg dock widget in a real napari viewer (run under Xvfb, QT_QPA_PLATFORM=xcb).
+
+A tiny CMUNeXt spec keeps every job well under a second on a 2-core CPU; the
+model store is a fresh folder per test (tests/conftest.py sets LLM4SEG_HOME).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari.layers import Labels  # noqa: E402
+from napari.utils.notifications import notification_manager  # noqa: E402
+from qtpy.QtCore import QTimer  # noqa: E402
+
+from llm4seg_core.checkpoints import ModelStore  # noqa: E402
+from llm4seg_core.io import read_image  # noqa: E402
+from llm4seg_core.preprocess import window_limits  # noqa: E402
+from llm4seg_napari._corrections import CORRECTED_KEY, slices_of_atoms  # noqa: E402
+from llm4seg_napari._geometry import VOLUME_KEY  # noqa: E402
+from llm4seg_napari._widget import LLM4SegWidget  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+TINY = "cmunext,image_size=64,dims=8:8:16:16:32"
+SCALE = (2.5, 0.8, 0.8)
+TRANSLATE = (10.0, -5.0, 3.0)
+JOB_TIMEOUT_MS = 60_000
+
+
+def _synthetic(n: int = 12, size: int = 64) -> np.ndarray:
+    """A CT-like volume (HU): air around a soft-tissue body with a dense disc in it."""
+    rng = np.random.default_rng(0)
+    vol = np.full((n, size, size), -1000.0, np.float32)
+    yy, xx = np.mgrid[:size, :size]
+    body = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size * 0.4) ** 2
+    disc = (yy - size / 2) ** 2 + (xx - size / 2 + 6) ** 2 < (size * 0.15) ** 2
+    vol[:, body] = 40.0
+    vol[:, disc] = 300.0
+    vol += rng.normal(0, 10, vol.shape).astype(np.float32)
+    return vol.astype(np.int16)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: the tiny model gains nothing from more, and OpenMP threads that
+    spin against another busy process on a 2-core machine make it ~100x slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def setup(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    widget = LLM4SegWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="LLM4Seg", area="right")
+    image = viewer.add_image(_synthetic(), name="ct", scale=SCALE, translate=TRANSLATE,
+                             contrast_limits=(-1000, 1000))
+    widget.set_model(TINY, "tiny CMUNeXt (test)")
+    yield viewer, widget, image
+    if widget.is_busy:
+        widget.cancel_job()
+        qtbot.waitUntil(lambda: not widget.is_busy, timeout=JOB_TIMEOUT_MS)
+
+
+def _wait(qtbot, widget: LLM4SegWidget) -> None:
+    qtbot.waitUntil(lambda: not widget.is_busy, timeout=JOB_TIMEOUT_MS)
+
+
+def _buttons_enabled(widget: LLM4SegWidget) -> bool:
+    return all(b.isEnabled() for b in (widget.segment_button, widget.finetune_button,
+                                       widget.save_button, widget.model_combo))
+
+
+def _messages(start: int) -> list[str]:
+    return [str(n.message) for n in notification_manager.records[start:]]
+
+
+def test_manifest_opens_the_dock_widget(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    dock, widget = viewer.window.add_plugin_dock_widget("llm4seg-napari", "LLM4Seg")
+    assert isinstance(widget, LLM4SegWidget)
+    assert widget.device_combo.itemText(0).startswith("auto (")
+    assert widget.device_arg == "auto"
+    labels = [widget.model_combo.itemText(i) for i in range(widget.model_combo.count())]
+    assert labels[0].startswith("default")
+    assert any(t.startswith("untrained") for t in labels)
+
+
+def test_window_presets_change_only_contrast(setup) -> None:
+    viewer, widget, image = setup
+    before = image.data.copy()
+    widget.window_combo.setCurrentText("bone")
+    assert tuple(image.contrast_limits) == pytest.approx(window_limits("bone"))
+    widget.window_combo.setCurrentText("lung")
+    assert tuple(image.contrast_limits) == pytest.approx(window_limits("lung"))
+    np.testing.assert_array_equal(image.data, before)
+    assert widget.mask_layer is None  # no layer made by a display change
+
+
+def test_segment_correct_finetune_save(setup, qtbot, tmp_path: Path) -> None:
+    viewer, widget, image = setup
+    assert widget.segment()
+    assert widget.is_busy and not widget.segment_button.isEnabled()
+    _wait(qtbot, widget)
+    assert _buttons_enabled(widget)
+
+    mask = widget.mask_layer
+    assert isinstance(mask, Labels) and mask.name == "ct mask"
+    assert mask.data.shape == image.data.shape and mask.data.dtype == np.uint8
+    assert tuple(mask.scale) == pytest.approx(SCALE)
+    assert tuple(mask.translate) == pytest.approx(TRANSLATE)
+    np.testing.assert_allclose(mask.affine.affine_matrix, image.affine.affine_matrix)
+    assert "Segmented 12 slice(s)" in widget.status_label.text()
+
+    # corrections: brush, fill and polygon edits mark their slices
+    mask.paint((3, 30, 30), 2)
+    assert widget.corrected_slices == [3]
+    assert [widget.corrections_list.item(i).text() for i in range(widget.corrections_list.count())] == ["slice 3"]
+    mask.fill((5, 2, 2), 3)
+    mask.paint_polygon(np.array([[8, 10, 10], [8, 10, 30], [8, 30, 20]]), 4)
+    assert widget.corrected_slices == [3, 5, 8]
+    assert mask.metadata[CORRECTED_KEY] == [3, 5, 8]
+    corrected = {z: mask.data[z].copy() for z in (3, 5, 8)}
+
+    # an uncorrected slice with junk in it: Segment overwrites it, never the corrected ones
+    mask.data[1] = 9
+    widget.scope_volume.setChecked(True)
+    assert widget.segment()
+    _wait(qtbot, widget)
+    for z, before in corrected.items():
+        np.testing.assert_array_equal(mask.data[z], before)
+    assert not np.any(mask.data[1] == 9)
+    assert "3 corrected slice(s) kept" in widget.status_label.text()
+
+    # current slice only, corrected: nothing happens unless overwrite is ticked
+    viewer.dims.set_point(0, TRANSLATE[0] + 3 * SCALE[0])
+    assert not widget.segment(scope="slice")
+    widget.overwrite_check.setChecked(True)
+    assert widget.segment(scope="slice")
+    _wait(qtbot, widget)
+    assert widget.corrected_slices == [5, 8]  # overwritten: no longer a correction
+    widget.overwrite_check.setChecked(False)
+
+    # unmark a selected slice; mark the current one
+    widget.corrections_list.item(1).setSelected(True)  # slice 8
+    widget.unmark_button.click()
+    assert widget.corrected_slices == [5]
+    widget.mark_button.click()
+    assert widget.corrected_slices == [3, 5]
+
+    # fine-tune: a new version in the store, selected in the picker
+    widget.steps_spin.setValue(2)
+    assert not widget.segment_again_button.isEnabled()
+    assert widget.finetune()
+    _wait(qtbot, widget)
+    versions = ModelStore().versions()
+    assert len(versions) == 1
+    info = versions[0]
+    assert widget.model_arg == info.name
+    assert info.data["slices"] == [3, 5] and info.parent is None  # from an untrained spec
+    assert "step 2/2" in widget.loss_label.text()
+    assert widget.segment_again_button.isEnabled()
+    widget.segment_again_button.click()
+    _wait(qtbot, widget)
+    assert info.name in widget.status_label.text()
+
+    # a second fine-tune records its parent
+    assert widget.finetune()
+    _wait(qtbot, widget)
+    newest = ModelStore().versions()[-1]
+    assert newest.parent == info.name and widget.model_arg == newest.name
+
+    # save through the plugin writer, in the image's geometry
+    out = tmp_path / "ct_mask.nii.gz"
+    assert widget.save_mask(str(out))
+    _wait(qtbot, widget)
+    back = read_image(out)
+    assert back.spatial_shape == image.data.shape
+    assert back.spacing == pytest.approx(SCALE[::-1], abs=1e-4)
+    assert back.origin == pytest.approx(TRANSLATE[::-1], abs=1e-4)
+    np.testing.assert_array_equal(back.array, mask.data)
+
+
+def test_event_loop_runs_during_segment(setup, qtbot, monkeypatch) -> None:
+    viewer, widget, image = setup
+    from llm4seg_core.inference import Segmenter
+
+    original = Segmenter.segment
+
+    def slow(self, *args, **kwargs):
+        time.sleep(0.5)  # long enough to see the Qt loop tick (or not)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "segment", slow)
+    ticks = {"busy": 0}
+
+    def tick() -> None:
+        if widget.is_busy:
+            ticks["busy"] += 1
+
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(tick)
+    timer.start()
+    try:
+        t0 = time.perf_counter()
+        assert widget.segment()
+        _wait(qtbot, widget)
+        elapsed = time.perf_counter() - t0
+    finally:
+        timer.stop()
+    assert elapsed >= 0.5
+    # a blocked loop ticks at most once; a free one about elapsed / 10 ms times
+    assert ticks["busy"] >= 10, ticks
+
+
+def test_errors_notify_and_keep_the_widget_usable(setup, qtbot) -> None:
+    viewer, widget, image = setup
+    start = len(notification_manager.records)
+    assert not widget.finetune()  # no mask, no corrections
+    assert any("no corrected slices" in m for m in _messages(start))
+    assert _buttons_enabled(widget) and not widget.is_busy
+
+    assert widget.segment()
+    _wait(qtbot, widget)
+    start = len(notification_manager.records)
+    assert not widget.finetune()  # a mask, but nothing corrected yet
+    assert any("no corrected slices" in m for m in _messages(start))
+    assert _buttons_enabled(widget)
+
+    widget.set_model("no-such-version")
+    start = len(notification_manager.records)
+    assert widget.segment()
+    _wait(qtbot, widget)
+    assert any("unknown model 'no-such-version'" in m for m in _messages(start))
+    assert _buttons_enabled(widget)
+    assert "failed" in widget.status_label.text()
+
+
+def test_closing_the_viewer_cancels_the_job(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer(show=True)
+    widget = LLM4SegWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="LLM4Seg")
+    viewer.add_image(_synthetic(), name="ct")
+    widget.set_model(TINY)
+    widget.segment()
+    qtbot.waitUntil(lambda: not widget.is_busy, timeout=JOB_TIMEOUT_MS)
+    widget.mask_layer.paint((2, 30, 30), 1)
+    widget.steps_spin.setValue(100_000)
+    assert widget.finetune()
+    worker, state = widget._worker, widget._state
+    qtbot.wait(200)
+    viewer.close()
+    assert state.cancel.is_set()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=JOB_TIMEOUT_MS)
+    assert ModelStore().versions() == []  # a cancelled fine-tune saves nothing
+
+
+def test_slices_of_atoms() -> None:
+    from napari.layers.labels.labels import _MaskedPaintAtom
+
+    box = (slice(2, 5), slice(0, 4), slice(0, 4))
+    mask = np.zeros((3, 4, 4), bool)
+    mask[0, 1, 1] = mask[2, 0, 0] = True
+    assert slices_of_atoms([_MaskedPaintAtom(box, mask, np.zeros(2), 1)], 3) == {2, 4}
+    assert slices_of_atoms([_MaskedPaintAtom(box, None, np.zeros((3, 4, 4)), 1)], 3) == {2, 3, 4}
+    fancy = ((np.array([7, 7, 9]), np.array([0, 1, 2]), np.array([0, 1, 2])), np.zeros(3), 1)
+    assert slices_of_atoms([fancy], 3) == {7, 9}
+    assert slices_of_atoms([fancy], 2) == {0}
+    assert slices_of_atoms([], 3) == set()
+
+
+def test_2d_rgb_picture(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer()
+    widget = LLM4SegWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="LLM4Seg")
+    rgb = np.zeros((48, 40, 3), np.uint8)
+    rgb[10:30, 8:25] = (200, 120, 90)
+    viewer.add_image(rgb, name="lesion", rgb=True)
+    assert not widget.window_combo.isEnabled()  # CT windows make no sense for RGB
+    widget.set_model(TINY)
+    assert widget.segment(scope="slice")
+    _wait(qtbot, widget)
+    mask = widget.mask_layer
+    assert mask.data.shape == (48, 40)
+    mask.paint((20, 20), 1)
+    assert widget.corrected_slices == [0]
+    assert not widget.segment()  # the only slice is corrected
