@@ -277,7 +277,8 @@ def _sitk_reason(exc: BaseException) -> str:
     return best[:200]
 
 
-def _is_dicom_file(path: Path) -> bool:
+def has_dicom_preamble(path: Path) -> bool:
+    """True when the file starts with the 128-byte preamble and the "DICM" marker."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
@@ -793,7 +794,7 @@ def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None) -
     if not os.access(p, os.R_OK):
         raise LLM4SegError(f"cannot read {p}: permission denied; check the file's permissions")
     suffix = _suffix_of(p)
-    if suffix in DICOM_SUFFIXES or (suffix not in SUPPORTED_READ_SUFFIXES and _is_dicom_file(p)):
+    if suffix in DICOM_SUFFIXES or (suffix not in SUPPORTED_READ_SUFFIXES and has_dicom_preamble(p)):
         return _read_dicom_file(p, series_uid)
     if series_uid is not None:
         raise LLM4SegError(

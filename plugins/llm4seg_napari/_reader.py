@@ -45,6 +45,7 @@ from llm4seg_core.io import (
     PICTURE_SUFFIXES,
     VOLUME_SUFFIXES,
     Volume,
+    has_dicom_preamble,
     list_dicom_series,
     read_image,
 )
@@ -79,15 +80,6 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
-def _has_dicom_preamble(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
-
-
 def _is_dicom_file(path: Path) -> bool:
     """By suffix, or by the "DICM" preamble for files named without one or by UID ("1.2.3.4")."""
     suffix = _suffix(path)
@@ -95,7 +87,7 @@ def _is_dicom_file(path: Path) -> bool:
         return True
     if suffix in VOLUME_SUFFIXES or suffix in PICTURE_SUFFIXES or path.name == "DICOMDIR":
         return False
-    return _has_dicom_preamble(path)
+    return has_dicom_preamble(path)
 
 
 def _folder_has_dicom(folder: Path) -> bool:
