@@ -38,7 +38,7 @@ import numpy as np
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QEvent, QObject, Qt, Signal
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -67,6 +67,7 @@ from llm4seg_core.errors import Cancelled, LLM4SegError
 from llm4seg_core.preprocess import CT_WINDOWS, window_limits
 from llm4seg_napari._corrections import CorrectionTracker
 from llm4seg_napari._geometry import VOLUME_KEY, WINDOW_KEY
+from llm4seg_napari._session import load_session, read_info, save_session, session_dir
 from llm4seg_napari._workers import (
     Choice,
     FinetuneResult,
@@ -88,6 +89,8 @@ __all__ = ["LLM4SegWidget"]
 _log = logging.getLogger(__name__)
 
 _AS_LOADED = "as loaded"
+#: Debounce of the corrections autosave: painting stays smooth, a crash loses at most one edit.
+AUTOSAVE_MS = 400
 _MASK_FILTERS = (
     "NIfTI (*.nii.gz *.nii);;NRRD (*.nrrd);;MetaImage (*.mha);;PNG, 2-D pictures only (*.png)"
 )
@@ -166,6 +169,14 @@ class LLM4SegWidget(QWidget):
         self._tuned = False
         self._close_watcher = _CloseWatcher(self._state, self)
         self._watched: QWidget | None = None
+        # autosave of the corrected slices (see llm4seg_napari._session)
+        self._autosave_timer = QTimer(self)
+        self._autosave_timer.setSingleShot(True)
+        self._autosave_timer.setInterval(AUTOSAVE_MS)
+        self._autosave_timer.timeout.connect(self._autosave_now)
+        self._autosave_target: tuple[Path, dict[str, Any]] | None = None
+        self._edit_layer: Labels | None = None
+        self._restored: set[Path] = set()  # sessions restored (or superseded) in this widget
 
         self._build_ui()
         self._relay.progress.connect(self._on_progress)
@@ -271,6 +282,14 @@ class LLM4SegWidget(QWidget):
         row.addWidget(self.mark_button)
         row.addWidget(self.unmark_button)
         lay.addLayout(row)
+        self.restore_button = QPushButton("Restore corrections")
+        self.restore_button.setToolTip(
+            "put back the corrected slices autosaved for this image (e.g. before a crash); "
+            "slices you already corrected here are left as they are"
+        )
+        self.restore_button.setEnabled(False)
+        self.restore_button.clicked.connect(lambda: self.restore_corrections())
+        lay.addWidget(self.restore_button)
         root.addWidget(box)
 
         # ---- fine-tune
@@ -451,13 +470,31 @@ class LLM4SegWidget(QWidget):
 
     def _attach_tracker(self, mask: Labels | None) -> None:
         if self._tracker is not None and self._tracker.layer is mask:
+            self._refresh_restore()
             return
+        if self._autosave_timer.isActive():  # the old layer's last edit is saved first
+            self._autosave_timer.stop()
+            self._autosave_now()
         if self._tracker is not None:
             self._tracker.detach()
             self._tracker = None
+        if self._edit_layer is not None:
+            try:
+                self._edit_layer.events.paint.disconnect(self._schedule_autosave)
+            except (RuntimeError, ValueError, TypeError):
+                pass
+            self._edit_layer = None
+        self._autosave_target = None
         if mask is not None:
-            self._tracker = CorrectionTracker(mask, self._update_corrections_view)
+            self._tracker = CorrectionTracker(mask, self._on_corrections_changed)
+            # every edit, also one on an already corrected slice, is autosaved
+            mask.events.paint.connect(self._schedule_autosave)
+            self._edit_layer = mask
+            image = self.image_layer
+            if image is not None:
+                self._autosave_target = self._session_target(image)
         self._update_corrections_view()
+        self._refresh_restore()
 
     def _on_window_changed(self, name: str) -> None:
         image = self.image_layer
@@ -488,6 +525,138 @@ class LLM4SegWidget(QWidget):
             metadata=metadata,
             opacity=0.5,
         )
+
+    # ================================================================== autosave
+    def _session_target(self, image: Image) -> tuple[Path, dict[str, Any]]:
+        """The session folder of ``image`` and the record saved with its corrections."""
+        record = image.metadata.get(VOLUME_KEY) or {}
+        source = str(record.get("source") or "")
+        if not source:
+            path = getattr(getattr(image, "source", None), "path", None)
+            source = str(path) if path else f"layer:{image.name}"
+        shape = volume_shape = tuple(int(s) for s in np.shape(image.data))
+        if image.rgb:
+            volume_shape = shape[:-1]
+        info = {
+            "source": source,
+            "image": image.name,
+            "shape": list(volume_shape),
+            "scale": [float(v) for v in image.scale[-len(volume_shape):]],
+            "translate": [float(v) for v in image.translate[-len(volume_shape):]],
+        }
+        return session_dir(source, volume_shape), info
+
+    def _on_corrections_changed(self) -> None:
+        self._update_corrections_view()
+        self._schedule_autosave()
+        self._refresh_restore()
+
+    def _schedule_autosave(self, *_: Any) -> None:
+        if self._tracker is not None and self._autosave_target is not None:
+            self._autosave_timer.start()  # restarts: one save after a burst of edits
+
+    def _autosave_now(self) -> bool:
+        """Write the corrected slices of the tracked mask to its session folder now."""
+        tracker, target = self._tracker, self._autosave_target
+        if tracker is None or target is None:
+            return False
+        folder, info = target
+        data = np.asarray(tracker.layer.data)
+        view = data[None] if data.ndim == 2 else data
+        slices = {z: np.array(view[z], copy=True) for z in tracker.slices if 0 <= z < len(view)}
+        if folder not in self._restored:
+            # a session saved before (and not restored yet) keeps its other slices: a first
+            # edit in a new viewer must not wipe what Restore can still bring back
+            old = load_session(folder)
+            if old is not None:
+                for z, labels in old.slices().items():
+                    if z not in slices and labels.shape == view.shape[1:]:
+                        slices[z] = labels
+        info = dict(info, mask=tracker.layer.name, dtype=str(data.dtype))
+        try:
+            save_session(folder, slices, info)
+        except OSError as exc:
+            _log.warning("autosave of the corrections to %s failed: %s", folder, exc)
+            self.status_label.setText(f"Autosave of the corrections failed: {exc}")
+            return False
+        self._refresh_restore()
+        return True
+
+    def _restorable(self) -> tuple[Path, list[int]] | None:
+        """The session folder of the current image and its saved slices not corrected here."""
+        image = self.image_layer
+        if image is None:
+            return None
+        folder, info = self._session_target(image)
+        record = read_info(folder)
+        if not record or list(record.get("shape") or []) != info["shape"]:
+            return None
+        done = set(self.corrected_slices)
+        zs = [int(z) for z in record.get("z") or [] if int(z) not in done]
+        return (folder, zs) if zs else None
+
+    def _refresh_restore(self) -> None:
+        found = self._restorable()
+        n = len(found[1]) if found else 0
+        self.restore_button.setEnabled(n > 0)
+        self.restore_button.setText(f"Restore corrections ({n} slice(s))" if n
+                                    else "Restore corrections")
+
+    def restore_corrections(self) -> int:
+        """Write the autosaved corrected slices of the current image back into its mask.
+
+        Slices already corrected in the mask layer are never overwritten (a
+        notification says which were skipped). Restored slices are marked as
+        corrected. Returns the number of slices restored.
+        """
+        image = self.image_layer
+        if image is None:
+            show_warning("open the image whose corrections you want back first")
+            return 0
+        folder, info = self._session_target(image)
+        session = load_session(folder)
+        if session is None or not session.z:
+            show_info("no autosaved corrections for this image")
+            self._refresh_restore()
+            return 0
+        shape = tuple(info["shape"])
+        if list(session.info.get("shape") or shape) != list(shape) or (
+                session.labels.shape[1:] != (shape[1:] if len(shape) == 3 else shape)):
+            show_warning(f"the autosaved corrections in {folder} do not fit this image's shape")
+            return 0
+        mask = self.mask_layer
+        if mask is None:
+            dtype = np.dtype(session.info.get("dtype") or session.labels.dtype)
+            mask = self._make_mask_layer(image, shape)
+            if mask.data.dtype != dtype:
+                mask.data = mask.data.astype(dtype)
+        self._attach_tracker(mask)
+        tracker = self._tracker
+        if tracker is None or tuple(mask.data.shape) != shape:
+            show_warning(f"the layer {mask.name!r} does not have the image's shape {shape}")
+            return 0
+        data = mask.data
+        view = data[None] if data.ndim == 2 else data
+        restored, skipped = [], []
+        for z, labels in session.slices().items():
+            if not 0 <= z < len(view):
+                continue
+            if z in tracker:
+                skipped.append(z)
+                continue
+            view[z] = labels
+            restored.append(z)
+        mask.refresh()
+        self._restored.add(folder)
+        tracker.add(restored)  # marks them, and autosaves the union
+        text = f"restored {len(restored)} corrected slice(s) of {image.name}"
+        if skipped:
+            text += (f"; skipped {len(skipped)} slice(s) you already corrected here "
+                     f"({', '.join(map(str, skipped))})")
+        self.status_label.setText(text[0].upper() + text[1:] + ".")
+        show_info(text)
+        self._refresh_restore()
+        return len(restored)
 
     # ================================================================== corrections
     def _update_corrections_view(self) -> None:

@@ -297,3 +297,91 @@ def test_2d_rgb_picture(make_napari_viewer, qtbot) -> None:
     mask.paint((20, 20), 1)
     assert widget.corrected_slices == [0]
     assert not widget.segment()  # the only slice is corrected
+
+
+def _session_files(widget: LLM4SegWidget, image) -> tuple[Path, Path]:
+    folder, _info = widget._session_target(image)
+    return folder / "corrections.npz", folder / "session.json"
+
+
+def test_corrections_autosave_and_restore(setup, make_napari_viewer, qtbot) -> None:
+    import json
+    import os
+
+    viewer, widget, image = setup
+    assert not widget.restore_button.isEnabled()  # nothing saved for this image yet
+    assert widget.segment()
+    _wait(qtbot, widget)
+    mask = widget.mask_layer
+    mask.paint((3, 30, 30), 2)
+    mask.fill((7, 2, 2), 3)
+    npz_path, json_path = _session_files(widget, image)
+    # under $LLM4SEG_HOME/sessions (the fixture's folder), debounced
+    assert npz_path.parent.parent == Path(os.environ["LLM4SEG_HOME"]).resolve() / "sessions"
+
+    def saved_zs() -> list[int]:
+        try:
+            return json.loads(json_path.read_text())["z"]
+        except (OSError, ValueError, KeyError):
+            return []
+
+    qtbot.waitUntil(lambda: saved_zs() == [3, 7], timeout=5_000)
+    with np.load(npz_path) as npz:
+        assert list(npz["z"]) == [3, 7]
+        np.testing.assert_array_equal(npz["labels"], mask.data[[3, 7]])
+    info = json.loads(json_path.read_text())
+    assert info["shape"] == list(image.data.shape) and info["image"] == "ct"
+    assert info["scale"] == pytest.approx(SCALE) and info["translate"] == pytest.approx(TRANSLATE)
+    assert not [p for p in npz_path.parent.iterdir() if p.name.endswith(".tmp")]
+    # a second edit on an already corrected slice is autosaved too
+    mask.paint((3, 10, 10), 4)
+    qtbot.waitUntil(lambda: bool(np.load(npz_path)["labels"][0][10, 10] == 4), timeout=5_000)
+    saved = {z: mask.data[z].copy() for z in (3, 7)}
+
+    # "after a crash": a new viewer on the same image offers the saved slices back
+    viewer2 = make_napari_viewer()
+    widget2 = LLM4SegWidget(viewer2)
+    viewer2.window.add_dock_widget(widget2, name="LLM4Seg", area="right")
+    image2 = viewer2.add_image(image.data.copy(), name="ct", scale=SCALE, translate=TRANSLATE)
+    assert widget2.restore_button.isEnabled() and "2 slice" in widget2.restore_button.text()
+    mask2 = viewer2.add_labels(np.zeros(image2.data.shape, np.uint8), name="ct mask")
+    assert widget2.mask_layer is mask2
+    # an edit here before restoring: its slice is the person's, the other saved one stays saved
+    mask2.paint((7, 40, 40), 5)
+    qtbot.waitUntil(lambda: saved_zs() == [3, 7] and bool(
+        np.load(npz_path)["labels"][1][40, 40] == 5), timeout=5_000)
+    assert widget2.restore_button.isEnabled() and "1 slice" in widget2.restore_button.text()
+    mine = mask2.data[7].copy()
+
+    start = len(notification_manager.records)
+    widget2.restore_button.click()
+    np.testing.assert_array_equal(mask2.data[3], saved[3])
+    np.testing.assert_array_equal(mask2.data[7], mine)  # never silently overwritten
+    assert widget2.corrected_slices == [3, 7]
+    assert mask2.metadata[CORRECTED_KEY] == [3, 7]
+    messages = [str(r.message) for r in notification_manager.records[start:]]
+    assert any("restored 1" in m and "skipped 1" in m for m in messages), messages
+    assert not widget2.restore_button.isEnabled()
+
+
+def test_restore_creates_the_mask_layer(setup, make_napari_viewer, qtbot) -> None:
+    viewer, widget, image = setup
+    labels = np.zeros(image.data.shape, np.uint8)
+    labels[4, 20:30, 20:30] = 1
+    viewer.add_labels(labels, name="ct mask")
+    widget.mark_button.click()  # the shown slice
+    z = widget.corrected_slices[0]
+    widget.mask_layer.paint((4, 5, 5), 2)
+    npz_path, _ = _session_files(widget, image)
+    qtbot.waitUntil(lambda: npz_path.exists() and sorted(np.load(npz_path)["z"]) == sorted({z, 4}),
+                    timeout=5_000)
+
+    viewer2 = make_napari_viewer()
+    widget2 = LLM4SegWidget(viewer2)
+    viewer2.add_image(image.data.copy(), name="ct")
+    assert widget2.mask_layer is None and widget2.restore_button.isEnabled()
+    assert widget2.restore_corrections() == len({z, 4})
+    mask2 = widget2.mask_layer
+    assert isinstance(mask2, Labels) and mask2.data.shape == image.data.shape
+    np.testing.assert_array_equal(mask2.data[4], widget.mask_layer.data[4])
+    assert widget2.corrected_slices == sorted({z, 4})
