@@ -42,11 +42,51 @@ TRAIN_CASES = ("lung1", "brain2", "breast1")
 HELDOUT_CASES = ("lung2", "brain1")
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    from llm4seg_core.data import demo_case, fetch_demo_data
-    from llm4seg_core.io import read_image, read_mask
-    from llm4seg_core.model import ModelSpec
+INIA_T1 = "inia19-t1-brain.nii.gz"  # Debian mricron-data: macaque T1, 0.5 mm
+INIA_LABELS = "inia19-NeuroMaps.nii.gz"  # its NeuroMaps parcellation (724 labels), same grid
+LESION = 1  # class of the lesions of the demo cases; the atlas regions follow
+
+
+def _export_slices(vol, lab, spec, stride: int = 1):
+    """Model-ready (x uint8, y uint8) of every ``stride``-th z slice, as the Segmenter sees them."""
     from llm4seg_core.preprocess import intensity_range, slice_stack, to_model_input
+
+    limits = intensity_range(vol, spec.intensity)
+    xs, ys = [], []
+    for z in range(0, vol.n_slices, stride):
+        x = to_model_input(slice_stack(vol, [z], spec.in_channels), limits, spec.image_size)[0]
+        y = torch.from_numpy(lab[z].astype(np.uint8))[None, None].float()
+        y = torch.nn.functional.interpolate(y, size=(spec.image_size,) * 2, mode="nearest-exact")
+        xs.append(np.round((x.numpy() + 1.0) * 127.5).clip(0, 255).astype(np.uint8))
+        ys.append(y[0, 0].numpy().astype(np.uint8))
+    return xs, ys
+
+
+def atlas_regions(labels: np.ndarray, n_regions: int, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """Merge a fine parcellation into ``n_regions`` spatially coherent regions.
+
+    The parcels' centroids are clustered with k-means (scikit-learn), so each
+    region is a compact block of neighbouring parcels (lobe-sized). Returns the
+    region map (0 = outside, 1..n_regions) and what went into it.
+    """
+    from sklearn.cluster import KMeans
+
+    ids = np.unique(labels)
+    ids = ids[ids != 0]
+    cents = np.array([np.argwhere(labels == i).mean(0) for i in ids])
+    km = KMeans(n_clusters=n_regions, n_init=10, random_state=seed).fit(cents)
+    lut = np.zeros(int(labels.max()) + 1, np.uint8)
+    lut[ids] = km.labels_.astype(np.uint8) + 1
+    return lut[labels], {"parcels": int(ids.size), "regions": n_regions, "method": "k-means of parcel centroids"}
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Lesion cases (class 1) + macaque atlas regions in three views (classes 2..)."""
+    import os
+
+    from llm4seg_core.data import demo_case, fetch_demo_data
+    from llm4seg_core.io import Volume, read_image, read_mask
+    from llm4seg_core.model import ModelSpec
 
     fetch_demo_data()
     spec = ModelSpec()
@@ -54,20 +94,40 @@ def cmd_export(args: argparse.Namespace) -> int:
     for case in TRAIN_CASES + HELDOUT_CASES:
         image, label = demo_case(case)
         vol = read_image(image)
-        lab = read_mask(label, vol)
-        limits = intensity_range(vol, spec.intensity)
-        for z in range(vol.n_slices):
-            x = to_model_input(slice_stack(vol, [z], spec.in_channels), limits, spec.image_size)[0]
-            y = torch.from_numpy((lab[z] > 0).astype(np.uint8))[None, None].float()
-            y = torch.nn.functional.interpolate(y, size=(spec.image_size,) * 2, mode="nearest-exact")
-            xs.append(np.round((x.numpy() + 1.0) * 127.5).clip(0, 255).astype(np.uint8))
-            ys.append(y[0, 0].numpy().astype(np.uint8))
-            case_of.append(case)
-        print(f"{case}: {vol.n_slices} slices, {int((lab > 0).any(axis=(1, 2)).sum())} with lesion")
+        lab = (read_mask(label, vol) > 0).astype(np.uint8) * LESION
+        x, y = _export_slices(vol, lab, spec)
+        xs += x
+        ys += y
+        case_of += [case] * len(x)
+        print(f"{case}: {vol.n_slices} slices, {int(lab.any(axis=(1, 2)).sum())} with lesion")
+    templates = Path(os.environ.get("MRICRON_TEMPLATES", "/usr/share/mricron/templates"))
+    info = {}
+    if args.atlas_regions > 0:
+        t1 = read_image(templates / INIA_T1)
+        parcels = read_image(templates / INIA_LABELS).array.astype(np.int32)
+        assert parcels.shape == t1.array.shape, "atlas and T1 grids differ"
+        regions, info = atlas_regions(parcels, args.atlas_regions)
+        regions = np.where(regions > 0, regions + LESION, 0).astype(np.uint8)
+        arr = t1.array
+        for view, axes in (("axial", (0, 1, 2)), ("coronal", (1, 0, 2)), ("sagittal", (2, 0, 1))):
+            a = np.ascontiguousarray(np.transpose(arr, axes))
+            r = np.ascontiguousarray(np.transpose(regions, axes))
+            keep = r.reshape(r.shape[0], -1).any(1)
+            lo, hi = np.nonzero(keep)[0][[0, -1]]
+            v = Volume(a[lo:hi + 1], (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1),
+                       modality="MR")
+            x, y = _export_slices(v, r[lo:hi + 1], spec, stride=args.atlas_stride)
+            xs += x
+            ys += y
+            case_of += [f"inia19-{view}"] * len(x)
+            print(f"inia19 {view}: {len(x)} slices (every {args.atlas_stride}th with brain)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, x=np.stack(xs), y=np.stack(ys), case=np.array(case_of))
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+    np.savez_compressed(out, x=np.stack(xs), y=np.stack(ys), case=np.array(case_of),
+                        n_classes=np.array(1 + LESION + args.atlas_regions))
+    (out.with_suffix(".json")).write_text(json.dumps({"atlas": info, "classes": 1 + LESION + args.atlas_regions}))
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB), {len(xs)} slices, "
+          f"{1 + LESION + args.atlas_regions} classes")
     return 0
 
 
@@ -101,53 +161,102 @@ def heldout_dice(model, x: np.ndarray, y: np.ndarray, device: torch.device) -> f
     return float(2 * (p & r).sum() / denom) if denom else 1.0
 
 
+def _binary_from_multiclass(model, spec_binary, device):
+    """A binary model with ``model``'s weights; head: lesion logit minus background logit."""
+    from llm4seg_core.model import build_model
+
+    binary = build_model(spec_binary, device=device)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("net.head.")}
+    missing, unexpected = binary.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.startswith("net.head.") for k in missing), (missing, unexpected)
+    w, b = model.net.head.weight.detach(), model.net.head.bias.detach()
+    with torch.no_grad():
+        binary.net.head.weight.copy_(w[LESION:LESION + 1] - w[0:1])
+        binary.net.head.bias.copy_(b[LESION:LESION + 1] - b[0:1])
+    return binary
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from llm4seg_core.checkpoints import save_checkpoint
     from llm4seg_core.device import describe_device, resolve_device
     from llm4seg_core.model import PRESETS, build_model
     from llm4seg_core.training import Callbacks, Trainer, TrainConfig
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     data = np.load(args.data)
     x, y, case = data["x"], data["y"], data["case"]
-    train_idx = np.nonzero(np.isin(case, TRAIN_CASES))[0]
-    # lesions are on 9 of the 92 training slices: repeat those so an epoch is not all background
-    lesion = y[train_idx].any(axis=(1, 2))
-    train_idx = np.concatenate([train_idx] + [train_idx[lesion]] * (args.pos_repeat - 1))
+    n_classes = int(data["n_classes"]) if "n_classes" in data else 2
+    heldout = np.isin(case, HELDOUT_CASES)
+    train_idx = np.nonzero(~heldout)[0]
+    lesion_case = np.isin(case, TRAIN_CASES)
+    # lesions are on 9 training slices: repeat those so that an epoch is not all background
+    lesion = (y == LESION).any(axis=(1, 2)) & lesion_case
+    stage_a = np.concatenate([train_idx] + [np.nonzero(lesion)[0]] * (args.pos_repeat - 1))
+    # stage B (binary lesion head): the lesion cases (lesion slices repeated) + atlas slices
+    # as lesion-free examples, their regions mapped to background
+    stage_b = stage_a
+    yb = (y == LESION).astype(np.uint8)
     device = resolve_device(args.device)
-    print(f"device: {describe_device(device)}; torch {torch.__version__}")
-    print(f"training slices: {len(train_idx)} ({int(y[train_idx].any(axis=(1, 2)).sum())} with lesion)")
+    print(f"device: {describe_device(device)}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"stage A: {len(stage_a)} slices/epoch, {n_classes} classes; "
+          f"held out: {', '.join(HELDOUT_CASES)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = {}
     for name in args.variants.split(","):
         spec = PRESETS[name]
         torch.manual_seed(args.seed)
-        model = build_model(spec, device=device, seed=args.seed)
-        cfg = TrainConfig(epochs=args.epochs, batch_size=8, seed=args.seed, device=str(device),
-                          trainable="all-but-llm", optimizer=args.optimizer, lr=args.lr,
-                          crop_size=args.crop, fg_crop_prob=args.fg_crop_prob)
         t0 = time.perf_counter()
-        deadline = t0 + args.time_budget
-        cb = Callbacks(cancel=lambda: time.perf_counter() > deadline)
-        result = Trainer(model, cfg, cb).fit(SliceArrays(x[train_idx], y[train_idx]))
+        history = {}
+        if n_classes > 2:
+            spec_a = spec.with_(num_classes=n_classes)
+            model = build_model(spec_a, device=device, seed=args.seed)
+            cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, seed=args.seed,
+                              device=str(device), trainable="all-but-llm",
+                              optimizer=args.optimizer, lr=args.lr, crop_size=args.crop)
+            deadline = time.perf_counter() + args.time_budget
+            res = Trainer(model, cfg, Callbacks(
+                cancel=lambda: time.perf_counter() > deadline,
+                on_metrics=lambda m: print(f"  A {json.dumps(m)}", flush=True),
+            )).fit(SliceArrays(x[stage_a], y[stage_a]))
+            history["stage_a"] = {"steps": res.steps, "seconds": round(time.perf_counter() - t0, 1),
+                                  "last": res.history[-1] if res.history else None}
+            print(f"{name} stage A: {res.steps} steps in {time.perf_counter() - t0:.0f} s", flush=True)
+            model = _binary_from_multiclass(model, spec, device)
+        else:
+            model = build_model(spec, device=device, seed=args.seed)
+        t1 = time.perf_counter()
+        cfg = TrainConfig(epochs=args.stage_b_epochs, batch_size=args.batch, seed=args.seed + 1,
+                          device=str(device), trainable=args.stage_b_trainable,
+                          optimizer=args.optimizer, lr=args.lr, crop_size=args.crop)
+        deadline = time.perf_counter() + args.stage_b_budget
+        res = Trainer(model, cfg, Callbacks(
+            cancel=lambda: time.perf_counter() > deadline,
+            on_metrics=lambda m: print(f"  B {json.dumps(m)}", flush=True),
+        )).fit(SliceArrays(x[stage_b], yb[stage_b]))
+        history["stage_b"] = {"steps": res.steps, "seconds": round(time.perf_counter() - t1, 1),
+                              "last": res.history[-1] if res.history else None}
         dt = time.perf_counter() - t0
-        steps = result.steps
-        dices = {c: heldout_dice(model, x[case == c], y[case == c], device) for c in HELDOUT_CASES}
-        train_loss = result.history[-1].get("loss") if result.history else None
+        dices = {c: heldout_dice(model, x[case == c], yb[case == c], device) for c in HELDOUT_CASES}
         info = {
-            "variant": name, "seconds": round(dt, 1), "stopped_by_time_budget": bool(result.cancelled),
-            "epochs": cfg.epochs, "last_step": steps, "final_train_loss": train_loss,
+            "variant": name, "seconds": round(dt, 1), "history": history,
             "heldout_dice_256": {c: round(d, 4) for c, d in dices.items()},
             "device": describe_device(device),
         }
         print(json.dumps(info), flush=True)
         meta = {
-            "recipe": {"optimizer": args.optimizer, "lr": args.lr, "poly": 0.9, "weight_decay": 1e-4,
-                       "loss": "0.5*BCE+soft Dice", "augment": "rot90/flip", "batch": 8,
-                       "crop": args.crop, "fg_crop_prob": args.fg_crop_prob,
-                       "pos_repeat": args.pos_repeat, "epochs": args.epochs, "seed": args.seed},
-            "train_cases": list(TRAIN_CASES), "heldout_cases": list(HELDOUT_CASES),
-            "data": "pyradiomics-bhklab 3.1.4 sdist demo cases", **info,
+            "recipe": {"stage_a": f"{n_classes} classes (background, lesion, {n_classes - 2} macaque "
+                                  "atlas regions), everything but the LLM layer",
+                       "stage_b": f"binary lesion head (lesion minus background logits), "
+                                  f"trainable {args.stage_b_trainable}",
+                       "optimizer": args.optimizer, "lr": args.lr, "poly": 0.9,
+                       "weight_decay": 1e-4, "loss": "CE/BCE + soft Dice", "augment": "rot90/flip",
+                       "batch": args.batch, "crop": args.crop, "pos_repeat": args.pos_repeat,
+                       "seed": args.seed, "time_budget_s": [args.time_budget, args.stage_b_budget]},
+            "train_cases": list(TRAIN_CASES) + ["inia19 macaque T1 + NeuroMaps (3 views)"],
+            "heldout_cases": list(HELDOUT_CASES),
+            "data": "pyradiomics-bhklab 3.1.4 sdist demo cases; Debian mricron-data inia19", **info,
             "metrics": {f"heldout_dice_{c}": round(d, 4) for c, d in dices.items()},
         }
         model.to("cpu")
@@ -162,6 +271,9 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("export")
     e.add_argument("--out", default="out/pretrain/slices.npz")
+    e.add_argument("--atlas-regions", type=int, default=15,
+                   help="macaque atlas regions as extra classes (0: lesion cases only)")
+    e.add_argument("--atlas-stride", type=int, default=2, help="every n-th atlas slice")
     e.set_defaults(func=cmd_export)
     t = sub.add_parser("train")
     t.add_argument("--data", default="out/pretrain/slices.npz")
@@ -175,7 +287,12 @@ def main(argv=None) -> int:
     t.add_argument("--crop", type=int, default=None, help="train on crops of this size")
     t.add_argument("--fg-crop-prob", type=float, default=0.0, help="share of crops centred on a lesion")
     t.add_argument("--pos-repeat", type=int, default=6, help="times each lesion slice is seen per epoch")
-    t.add_argument("--time-budget", type=float, default=1e9, help="seconds per variant")
+    t.add_argument("--time-budget", type=float, default=1e9, help="seconds of stage A per variant")
+    t.add_argument("--stage-b-budget", type=float, default=300, help="seconds of stage B per variant")
+    t.add_argument("--stage-b-trainable", default="adapters+decoder")
+    t.add_argument("--stage-b-epochs", type=int, default=1, help="sets stage B's poly schedule")
+    t.add_argument("--batch", type=int, default=8)
+    t.add_argument("--threads", type=int, default=None)
     t.set_defaults(func=cmd_train)
     args = p.parse_args(argv)
     return args.func(args)

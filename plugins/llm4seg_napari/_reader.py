@@ -218,6 +218,11 @@ def _read_one(path: Path, *, series_uid: str | None = None, window: str | None =
     return volume_layer(volume, _layer_name(volume, path), window=window, extra_metadata=extra)
 
 
+def read_series(folder: str | os.PathLike, uid: str, *, window: str | None = None) -> LayerData:
+    """One series of a DICOM folder (by SeriesInstanceUID) as napari layer data."""
+    return _read_one(Path(folder), series_uid=uid, window=window)
+
+
 def _series_uid_of(path: Path) -> str | None:
     import pydicom
 

@@ -66,7 +66,8 @@ from llm4seg_core.checkpoints import ModelStore
 from llm4seg_core.errors import Cancelled, LLM4SegError
 from llm4seg_core.preprocess import CT_WINDOWS, window_limits
 from llm4seg_napari._corrections import CorrectionTracker
-from llm4seg_napari._geometry import VOLUME_KEY, WINDOW_KEY
+from llm4seg_napari._geometry import SERIES_KEY, VOLUME_KEY, WINDOW_KEY
+from llm4seg_napari._plot import TrainingPlot, plot_available
 from llm4seg_napari._session import load_session, read_info, save_session, session_dir
 from llm4seg_napari._workers import (
     Choice,
@@ -152,6 +153,11 @@ class _SegmentContext:
 class LLM4SegWidget(QWidget):
     """Dock widget: image/model/device pickers, Segment, corrections, Fine-tune, Save."""
 
+    #: A job started: its kind ("segment", "fine-tune", "save"). For hosts such as the Qt app.
+    job_started = Signal(str)
+    #: A job ended: its kind and how ("done", "cancelled" or "failed").
+    job_finished = Signal(str, str)
+
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
@@ -214,6 +220,19 @@ class LLM4SegWidget(QWidget):
         self.image_combo = self._combo("image layer to segment")
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         form.addRow("Image", self.image_combo)
+        # DICOM folders with several series: the reader opened the largest; pick another
+        self.series_combo = self._combo("the series of this DICOM folder; Open adds it as a layer")
+        self.series_button = QPushButton("Open")
+        self.series_button.setToolTip("read the chosen series of the folder into a new image layer")
+        self.series_button.clicked.connect(lambda: self.open_series())
+        self.series_row = QWidget()
+        row = QHBoxLayout(self.series_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.series_combo, 1)
+        row.addWidget(self.series_button)
+        form.addRow("Series", self.series_row)
+        self._series_form = form
+        form.setRowVisible(self.series_row, False)
         self.model_combo = self._combo("model: a version of the model store, or untrained")
         self.model_combo.setMinimumContentsLength(22)
         self.refresh_button = QToolButton()
@@ -253,6 +272,14 @@ class LLM4SegWidget(QWidget):
             "again (and are unmarked)"
         )
         lay.addWidget(self.overwrite_check)
+        self.seeded_check = QCheckBox("Keep only regions touching corrections")
+        self.seeded_check.setToolTip(
+            "after a whole-volume Segment, drop every 3-D region of a label that touches none of "
+            "your corrected slices' voxels of that label (stray false positives elsewhere go; a "
+            "lesion you outlined is kept whole). Leave unticked when there are other lesions "
+            "you have not outlined yet."
+        )
+        lay.addWidget(self.seeded_check)
         self.segment_button = QPushButton("Segment")
         self.segment_button.setToolTip("run the model; the mask goes to the layer '<image> mask'")
         self.segment_button.clicked.connect(lambda: self.segment())
@@ -321,6 +348,13 @@ class LLM4SegWidget(QWidget):
         self.loss_label = QLabel("loss: –")
         self.loss_label.setWordWrap(True)
         lay.addWidget(self.loss_label)
+        self.plot = TrainingPlot(box) if plot_available() else None
+        if self.plot is not None:
+            self.plot.setToolTip(
+                "live fine-tune curves: loss, and the Dice of the model on the corrected slices "
+                "it trains on (a fit, not a score on unseen slices)"
+            )
+            lay.addWidget(self.plot)
         root.addWidget(box)
 
         # ---- job + save
@@ -466,7 +500,50 @@ class LLM4SegWidget(QWidget):
         self.window_combo.setCurrentText(window if window in CT_WINDOWS else _AS_LOADED)
         self.window_combo.setEnabled(image is not None and not image.rgb)
         self.window_combo.blockSignals(False)
+        self._refresh_series(image)
         self._attach_tracker(self.mask_layer)
+
+    # ================================================================== DICOM series
+    def _refresh_series(self, image: Image | None) -> None:
+        series = (image.metadata.get(SERIES_KEY) if image is not None else None) or []
+        self.series_combo.clear()
+        for s in series:
+            self.series_combo.addItem(f"{s.get('label') or s.get('uid')}", s.get("uid"))
+            self.series_combo.setItemData(
+                self.series_combo.count() - 1,
+                f"{s.get('modality') or '?'} · {s.get('n_files')} file(s) · UID {s.get('uid')}",
+                Qt.ItemDataRole.ToolTipRole,
+            )
+        self._series_form.setRowVisible(self.series_row, len(series) > 1)
+
+    def open_series(self, uid: str | None = None) -> bool:
+        """Read another series of the current image's DICOM folder into a new layer."""
+        image = self.image_layer
+        uid = uid or self.series_combo.currentData()
+        record = (image.metadata.get(VOLUME_KEY) or {}) if image is not None else {}
+        folder = Path(str(record.get("source") or ""))
+        if image is None or not uid or not folder.is_dir():
+            show_warning("no other DICOM series to open: open a DICOM folder first")
+            return False
+        from llm4seg_napari._reader import read_series
+
+        state = self._state
+
+        def run() -> Any:
+            data = read_series(folder, uid)
+            if state.cancel.is_set():
+                raise Cancelled("opening the series was cancelled")
+            return data
+
+        return self._start_job("open", run, self._series_opened,
+                               f"Reading series {self.series_combo.currentText()}…")
+
+    def _series_opened(self, layer_data: Any) -> None:
+        from napari.layers import Layer
+
+        layer = self.viewer.add_layer(Layer.create(*layer_data))
+        self.image_combo.setCurrentText(layer.name)
+        self.status_label.setText(f"Opened series {layer.name}.")
 
     def _attach_tracker(self, mask: Labels | None) -> None:
         if self._tracker is not None and self._tracker.layer is mask:
@@ -704,7 +781,8 @@ class LLM4SegWidget(QWidget):
     def _set_busy(self, busy: bool) -> None:
         for w in (self.segment_button, self.finetune_button, self.save_button, self.model_combo,
                   self.refresh_button, self.device_combo, self.image_combo, self.steps_spin,
-                  self.overwrite_check, self.scope_volume, self.scope_slice):
+                  self.overwrite_check, self.scope_volume, self.scope_slice,
+                  self.series_combo, self.series_button, self.seeded_check):
             w.setEnabled(not busy)
         self.segment_again_button.setEnabled(not busy and self._tuned)
         self.cancel_button.setEnabled(busy)
@@ -735,6 +813,7 @@ class LLM4SegWidget(QWidget):
         self.status_label.setText(text)
         self._set_busy(True)
         worker.start()
+        self.job_started.emit(kind)
         return True
 
     def _on_job_returned(self, outcome: _Outcome) -> None:
@@ -766,6 +845,8 @@ class LLM4SegWidget(QWidget):
             show_error(f"{kind} failed with an unexpected error: {exc!r}")
         if kind == "segment":
             self._seg_ctx = None
+        self.job_finished.emit(kind, "done" if exc is None else
+                               "cancelled" if isinstance(exc, Cancelled) else "failed")
 
     def _on_job_finished(self) -> None:
         # safety net: a worker that ended without returning (it should not happen)
@@ -787,8 +868,12 @@ class LLM4SegWidget(QWidget):
 
     def _on_metrics(self, metrics: dict[str, Any]) -> None:
         loss = metrics.get("loss")
+        dice = metrics.get("dice")
+        if self.plot is not None and isinstance(metrics.get("step"), int):
+            self.plot.add(metrics["step"], loss, dice)
         if isinstance(loss, (int, float)):
-            self._last_loss = f"loss {loss:.4f}"
+            self._last_loss = f"loss {loss:.4f}" + (
+                f" · Dice {dice:.3f}" if isinstance(dice, (int, float)) else "")
             step = self.progress_bar.value()
             total = self.progress_bar.maximum()
             self.loss_label.setText(f"step {step}/{total} · {self._last_loss}")
@@ -906,12 +991,38 @@ class LLM4SegWidget(QWidget):
                 f"{describe_device(seg.device)} in {result.seconds:.1f} s")
         if kept:
             text += f"; {kept} corrected slice(s) kept as you left them"
+        text += self._apply_seeded(result)
         self.status_label.setText(text + ".")
         if not seg.trained:
             show_warning(
                 f"{seg.name} is untrained: its mask is not meaningful. Correct a few slices and "
                 "Fine-tune, or pick a trained model version"
             )
+
+    def _apply_seeded(self, result: SegmentResult) -> str:
+        """The "keep only regions touching corrections" step; returns text for the status."""
+        mask = self.mask_layer
+        if (not self.seeded_check.isChecked() or mask is None or mask.data.ndim != 3
+                or len(result.slices) < 2):
+            return ""
+        seeds = self.corrected_slices
+        if not seeds:
+            return "; no corrected slices, so no region filtering"
+        from llm4seg_core.postprocess import keep_seeded_components
+
+        data = np.asarray(mask.data)
+        filtered, info = keep_seeded_components(data, seeds)
+        labels = info.get("labels", {})
+        removed = sum(v.get("voxels_removed", 0) for v in labels.values())
+        dropped = sum(v.get("regions_dropped", 0) for v in labels.values())
+        if not any(v.get("seeded") for v in labels.values()):
+            return "; your corrected slices hold no label, so no region filtering"
+        if removed:
+            changed = np.nonzero((filtered != data).reshape(data.shape[0], -1).any(1))[0]
+            for z in changed:
+                mask.data[z] = filtered[z]
+            mask.refresh()
+        return f"; {dropped} region(s) touching no correction removed ({removed} voxels)"
 
     # ================================================================== fine-tune
     def finetune(self) -> bool:
@@ -936,6 +1047,8 @@ class LLM4SegWidget(QWidget):
         state, relay, name = self._state, self._relay, image.name
         self._last_loss = ""
         self.loss_label.setText(f"step 0/{steps}")
+        if self.plot is not None:
+            self.plot.clear(steps)
 
         def run() -> FinetuneResult:
             return finetune_job(model_arg, device, corrections, steps, cancel=state.cancel,

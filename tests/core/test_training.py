@@ -354,3 +354,33 @@ def test_cli_eval(tmp_path, capsys):
     assert js["excluded_slices"] == [3]
     bad = write_volume(tmp_path / "bad.nrrd", np.zeros((4, 5, 5), np.uint8))
     assert main(["eval", str(bad), str(r)]) == 2
+
+
+def test_loss_skips_ignored_pixels_and_batch_dice() -> None:
+    import torch
+
+    from llm4seg_core.training import IGNORE_LABEL, batch_dice, segmentation_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, generator=g)
+    target = torch.randint(0, 3, (2, 8, 8), generator=g)
+    partial = target.clone()
+    partial[:, :4] = IGNORE_LABEL
+    # ignored pixels: changing the logits there changes nothing
+    other = logits.clone()
+    other[:, :, :4] = torch.randn(2, 3, 4, 8, generator=g) * 10
+    a = segmentation_loss(logits, partial)
+    b = segmentation_loss(other, partial)
+    assert torch.isfinite(a) and torch.allclose(a, b)
+    assert not torch.allclose(segmentation_loss(logits, target), segmentation_loss(other, target))
+    # binary, same property
+    lb, tb = logits[:, :1], (target > 0).to(torch.uint8)
+    pb = tb.clone()
+    pb[:, :4] = IGNORE_LABEL
+    assert torch.allclose(segmentation_loss(lb, pb), segmentation_loss(other[:, :1], pb))
+    # hard batch Dice: perfect, disjoint, both empty
+    t = torch.zeros(1, 4, 4)
+    t[0, :2] = 1
+    assert batch_dice((t * 2 - 1)[:, None] * 5, t) == 1.0
+    assert batch_dice(((1 - t) * 2 - 1)[:, None] * 5, t) == 0.0
+    assert batch_dice(-torch.ones(1, 1, 4, 4), torch.zeros(1, 4, 4)) == 1.0

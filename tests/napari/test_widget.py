@@ -170,6 +170,10 @@ def test_segment_correct_finetune_save(setup, qtbot, tmp_path: Path) -> None:
     assert widget.model_arg == info.name
     assert info.data["slices"] == [3, 5] and info.parent is None  # from an untrained spec
     assert "step 2/2" in widget.loss_label.text()
+    # the live plot got one point per step (2 steps: every step is reported)
+    curve = widget.plot.series()
+    assert curve["step"] == [1, 2]
+    assert all(0.0 <= d <= 1.0 for d in curve["dice"]) and all(v > 0 for v in curve["loss"])
     assert widget.segment_again_button.isEnabled()
     widget.segment_again_button.click()
     _wait(qtbot, widget)
@@ -385,3 +389,62 @@ def test_restore_creates_the_mask_layer(setup, make_napari_viewer, qtbot) -> Non
     assert isinstance(mask2, Labels) and mask2.data.shape == image.data.shape
     np.testing.assert_array_equal(mask2.data[4], widget.mask_layer.data[4])
     assert widget2.corrected_slices == sorted({z, 4})
+
+
+def test_series_picker_opens_another_series(make_napari_viewer, qtbot, tmp_path: Path) -> None:
+    from llm4seg_napari._reader import read_layers
+
+    from .test_reader_writer import SERIES_A, SERIES_B, _write_ct_series
+
+    _write_ct_series(tmp_path, SERIES_A, 5, "Chest 2.5 mm", dz=2.5)
+    _write_ct_series(tmp_path / "sub", SERIES_B, 3, "Axial 5 mm", dz=5.0)
+    viewer = make_napari_viewer()
+    widget = LLM4SegWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="LLM4Seg", area="right")
+    assert not widget.series_row.isVisibleTo(widget)  # no DICOM folder yet
+    ((data, kwargs, _),) = read_layers(str(tmp_path))
+    first = viewer.add_image(data, **kwargs)
+    assert widget.series_row.isVisibleTo(widget)
+    assert widget.series_combo.count() == 2
+    assert widget.series_combo.itemData(0) == SERIES_A  # the one shown comes first
+    widget.series_combo.setCurrentIndex(1)
+    assert widget.open_series()
+    _wait(qtbot, widget)
+    new = viewer.layers[-1]
+    assert new is not first and new.data.shape == (3, 128, 128)
+    assert new.scale[0] == pytest.approx(5.0)
+    assert widget.image_layer is new
+    assert new.metadata[VOLUME_KEY]["meta"]["series_uid"] == SERIES_B
+
+
+def test_keep_only_regions_touching_corrections(setup, qtbot, monkeypatch) -> None:
+    import llm4seg_napari._widget as widget_module
+    from llm4seg_napari._workers import SegmentResult
+
+    viewer, widget, image = setup
+    pattern = np.zeros(image.data.shape, np.uint8)
+    pattern[2:9, 20:30, 20:30] = 1  # the lesion the person will outline on slice 5
+    pattern[0:2, 50:55, 50:55] = 1  # stray false positives, touching no correction
+    pattern[10:12, 5:8, 5:8] = 1
+
+    def fake_job(get_segmenter, volume, todo, buffer, *, cancel, progress, slices_done):
+        seg = get_segmenter()
+        for z in todo:
+            buffer[z] = pattern[z]
+        slices_done(list(todo))
+        return SegmentResult(seg, list(todo), 0.01)
+
+    monkeypatch.setattr(widget_module, "segment_job", fake_job)
+    assert widget.segment()
+    _wait(qtbot, widget)
+    mask = widget.mask_layer
+    np.testing.assert_array_equal(mask.data, pattern)  # unticked: everything stays
+    mask.paint((5, 25, 25), 1)
+    assert widget.corrected_slices == [5]
+    widget.seeded_check.setChecked(True)
+    assert widget.segment()
+    _wait(qtbot, widget)
+    assert not mask.data[0:2].any() and not mask.data[10:12].any()
+    np.testing.assert_array_equal(mask.data[2:9, 20:30, 20:30], 1)
+    assert "2 region(s) touching no correction removed" in widget.status_label.text()
+    assert widget.corrected_slices == [5]
