@@ -63,6 +63,49 @@ def gap_stats(stamps: list[float]) -> tuple[int, float, float]:
     return len(stamps) - 2, float(gaps.max()), float(np.percentile(gaps, 99))
 
 
+class StallTracer:
+    """A watchdog thread: while the main thread has not ticked for ``after_ms``, it samples
+    the main thread's Python stack every 20 ms; :meth:`report` prints the most frequent
+    innermost frames (where the event loop was stuck)."""
+
+    def __init__(self, after_ms: float) -> None:
+        import collections
+        import threading
+
+        self.after = after_ms / 1e3
+        self.last = time.perf_counter()
+        self.samples: collections.Counter = collections.Counter()
+        self.main_id = threading.main_thread().ident
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def tick(self) -> None:
+        self.last = time.perf_counter()
+
+    def _run(self) -> None:
+        import traceback
+
+        while not self._stop.wait(0.02):
+            if time.perf_counter() - self.last < self.after:
+                continue
+            frame = sys._current_frames().get(self.main_id)
+            if frame is None:
+                continue
+            stack = traceback.extract_stack(frame)
+            ours = [f for f in stack if "site-packages" not in f.filename or "napari" in f.filename]
+            key = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}"
+                              for f in reversed((ours or stack)[-6:]))
+            self.samples[key] += 1
+
+    def report(self, top: int = 6) -> None:
+        self._stop.set()
+        total = sum(self.samples.values())
+        print(f"stall samples (main thread stuck > {self.after * 1e3:.0f} ms, every 20 ms): {total}")
+        for key, n in self.samples.most_common(top):
+            print(f"  {n:4d} x {key}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--slices", type=int, default=24)
@@ -73,6 +116,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=3, help="fine-tune steps")
     ap.add_argument("--interval-ms", type=int, default=10)
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per job at most")
+    ap.add_argument("--trace-stalls", type=float, default=0, metavar="MS",
+                    help="sample the main thread's stack whenever it has not ticked for MS ms")
     args = ap.parse_args()
 
     print("$ " + shlex.join([sys.executable, *sys.argv]), flush=True)
@@ -110,7 +155,14 @@ def main() -> int:
         tick = QTimer()
         tick.setTimerType(Qt.TimerType.PreciseTimer)
         tick.setInterval(args.interval_ms)
-        tick.timeout.connect(lambda: stamps.append(time.perf_counter()))
+        tracer = StallTracer(args.trace_stalls) if args.trace_stalls > 0 else None
+
+        def on_tick() -> None:
+            stamps.append(time.perf_counter())
+            if tracer is not None:
+                tracer.tick()
+
+        tick.timeout.connect(on_tick)
         loop = QEventLoop()
         started = {"seen": False}
 
@@ -142,6 +194,8 @@ def main() -> int:
         print(f"{name:<10} duration {row['seconds'] * 1e3:9.0f} ms  ticks {ticks:6d}  "
               f"longest stall {worst:8.1f} ms  p99 gap {p99:7.1f} ms", flush=True)
         print(f"           status: {row['status']}", flush=True)
+        if tracer is not None:
+            tracer.report()
         return row
 
     rows = [run_job("segment", widget.segment_button.click)]

@@ -14,6 +14,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from llm4seg_core.errors import LLM4SegError
@@ -173,11 +174,17 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     log = _log_fn(args.quiet)
     slices = parse_slices(args.slices)
+    if args.seeded and not args.complete:
+        raise LLM4SegError("--seeded filters the completed mask: give --complete OUT too")
     has_store = hasattr(checkpoints, "ModelStore")
     out_is_file = bool(args.output) and args.output.lower().endswith(".safetensors")
     if not has_store and not out_is_file:
         raise LLM4SegError("give -o FILE.safetensors: where to save the fine-tuned model")
     volume = read_image(args.image)
+    if args.complete:
+        from llm4seg_core.io import check_mask_path
+
+        check_mask_path(volume, args.complete)  # a bad -o fails now, not after training
     mask = read_mask(args.mask, reference=volume)
     labels = np.zeros(volume.spatial_shape, np.uint8)  # only the corrected slices are copied
     view_m = mask if volume.kind == "volume" else mask[None]
@@ -236,7 +243,32 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             model, name=args.output or None, parent=parent, data=data, metrics=metrics,
             note=args.note or f"fine-tuned on {len(slices)} slice(s) of {Path(args.image).name}")
         print(f"saved model version {info.name} ({info.path})")
+    if args.complete:
+        _complete(args, model, volume, labels, slices, log)
     return 0
+
+
+def _complete(args: argparse.Namespace, model: Any, volume: Any, labels: Any, slices: list[int],
+              log: Callable[[str], None]) -> None:
+    """Segment the other slices with the fine-tuned model; corrected slices keep their labels."""
+    from llm4seg_core.inference import Segmenter
+    from llm4seg_core.io import write_mask
+
+    others = [z for z in range(volume.n_slices) if z not in set(slices)]
+    update, _write, close = _bar("segmenting", "slice", not args.quiet)
+    try:
+        out = Segmenter(model, device=args.device).segment(volume, slices=others, progress=update,
+                                                            out=labels.copy())
+    finally:
+        close()
+    if args.seeded:
+        from llm4seg_core.postprocess import keep_seeded_components
+
+        out, info = keep_seeded_components(out, slices)
+        dropped = sum(v.get("regions_dropped", 0) for v in info.get("labels", {}).values())
+        log(f"dropped {dropped} region(s) touching no corrected voxel")
+    path = write_mask(out, volume, args.complete)
+    print(f"wrote {path} ({len(others)} slice(s) segmented, {len(slices)} from the mask)")
 
 
 # --------------------------------------------------------------------------- eval
@@ -314,6 +346,11 @@ def register(sub: Any) -> None:
     f.add_argument("--steps", type=int, help="optimizer steps (default: FinetuneConfig.steps, 40)")
     f.add_argument("--trainable", choices=TRAINABLE, help="default adapters+decoder")
     f.add_argument("--note", help="a note stored with the version")
+    f.add_argument("--complete", metavar="OUT",
+                   help="then segment the other slices with the new model and write the whole "
+                        "mask here (the --slices keep their labels from MASK)")
+    f.add_argument("--seeded", action="store_true",
+                   help="with --complete: drop regions that touch no labelled voxel of the --slices")
     f.add_argument("--store", metavar="DIR", help="model store folder (default: the user's)")
     f.add_argument("--device", default="auto")
     f.add_argument("--seed", type=int, default=0)

@@ -97,6 +97,35 @@ _MASK_FILTERS = (
 )
 
 
+_WARM = threading.Lock()
+_WARMED = False
+
+
+def _warm_imports() -> None:
+    """Import the engine (torch, transformers, ...) in a background thread, once.
+
+    The first Segment otherwise imports them on the Qt main thread (the imports
+    inside the widget's methods): a few hundred ms to seconds of frozen window,
+    seen with ``bench/bench_event_loop.py --trace-stalls``.
+    """
+    global _WARMED
+    with _WARM:
+        if _WARMED:
+            return
+        _WARMED = True
+
+    def run() -> None:
+        try:
+            import llm4seg_core.datasets  # noqa: F401
+            import llm4seg_core.inference  # noqa: F401
+            import llm4seg_core.postprocess  # noqa: F401
+            import llm4seg_core.training  # noqa: F401
+        except Exception:  # noqa: BLE001 - the real import reports it later, in context
+            _log.debug("warm-up import failed", exc_info=True)
+
+    threading.Thread(target=run, name="llm4seg-warm-imports", daemon=True).start()
+
+
 def mask_name(image_name: str) -> str:
     """The name of the labels layer that holds the mask of image ``image_name``."""
     return f"{image_name} mask"
@@ -200,6 +229,7 @@ class LLM4SegWidget(QWidget):
         app = QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self._state.cancel_now)
+        _warm_imports()
 
         self._refresh_models()
         self._refresh_devices()

@@ -14,6 +14,7 @@ from llm4seg_core.checkpoints import load_checkpoint, save_checkpoint
 from llm4seg_core.cli import main
 from llm4seg_core.datasets import CorrectionSet
 from llm4seg_core.errors import LLM4SegError
+from llm4seg_core.io import read_image
 from llm4seg_core.model.network import build_model
 from llm4seg_core.model.spec import ModelSpec
 from llm4seg_core.training import (
@@ -333,6 +334,18 @@ def test_cli_finetune_to_file_and_store(tmp_path, monkeypatch, capsys):
     v = ModelStore().get("ft-v1")
     assert v.parent == "base.safetensors" and v.data["slices"] == [1, 3]
     assert main([*args[:4], "9", *args[5:], "-o", "x.safetensors"]) == 2  # slice out of range
+
+    # --complete: the other slices segmented by the new model, the corrected ones from the mask
+    out = tmp_path / "completed.nrrd"
+    assert main([*args, "-o", str(tmp_path / "ft2.safetensors"), "--complete", str(out),
+                 "--seeded"]) == 0
+    done = read_image(out)
+    assert done.spatial_shape == vol.spatial_shape and done.spacing == pytest.approx(vol.spacing)
+    np.testing.assert_array_equal(done.array[[1, 3]], labels[[1, 3]])
+    # --seeded without --complete, and a bad output suffix, fail before any training
+    assert main([*args, "-o", "y.safetensors", "--seeded"]) == 2
+    assert main([*args, "-o", "z.safetensors", "--complete", str(tmp_path / "m.xyz")]) == 2
+    assert not (tmp_path / "y.safetensors").exists() and not (tmp_path / "z.safetensors").exists()
 
 
 def test_cli_eval(tmp_path, capsys):
