@@ -1,1 +1,14 @@
-"""Standalone Qt app for LLM4Seg (a later issue fills this in)."""
+"""LLM4Seg standalone Qt app: a clinician's window on the LLM4Seg engine.
+
+``llm4seg-app [PATH]`` (or ``python -m llm4seg_app``) opens a main window
+that hosts a napari canvas (display and label editing) and the napari
+plugin's LLM4Seg widget (Segment, corrections, Fine-tune, Save), with
+clinician-first menus, a toolbar and a status bar. Qt and napari are
+imported only by :mod:`llm4seg_app.window` and :mod:`llm4seg_app.main`.
+"""
+
+from __future__ import annotations
+
+__all__ = ["__version__"]
+
+from llm4seg_core import __version__

@@ -35,10 +35,10 @@ def TrainingPlot(parent: QWidget | None = None) -> QWidget:  # noqa: N802 (a wid
 
     class _Canvas(FigureCanvasQTAgg):
         def __init__(self) -> None:
-            fig = Figure(figsize=(3.2, 1.7), dpi=100, facecolor=_BG, layout="constrained")
+            fig = Figure(figsize=(3.2, 1.5), dpi=100, facecolor=_BG, layout="constrained")
             super().__init__(fig)
             self.setParent(parent)
-            self.setMinimumHeight(140)
+            self.setFixedHeight(150)
             self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
             self.ax = fig.add_subplot()
             self.ax2 = self.ax.twinx()
@@ -57,7 +57,7 @@ def TrainingPlot(parent: QWidget | None = None) -> QWidget:  # noqa: N802 (a wid
                     side.set_color("#5a5d63")
             self.ax.set_xlabel("step", color=_FG, fontsize=7, labelpad=1)
             self.ax.set_ylabel("loss", color=_LOSS, fontsize=7, labelpad=1)
-            self.ax2.set_ylabel("Dice (corrected slices)", color=_DICE, fontsize=7, labelpad=1)
+            self.ax2.set_ylabel("Dice", color=_DICE, fontsize=7, labelpad=1)
             self.ax2.set_ylim(0, 1.02)
             self.ax.set_xlim(0, max(self.total, 1))
 

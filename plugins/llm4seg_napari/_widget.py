@@ -384,6 +384,12 @@ class LLM4SegWidget(QWidget):
                 "live fine-tune curves: loss, and the Dice of the model on the corrected slices "
                 "it trains on (a fit, not a score on unseen slices)"
             )
+            caption = QLabel("<span style='color:#f0a35e'>loss</span> and "
+                             "<span style='color:#5ec4f0'>Dice on the corrected slices</span> "
+                             "(a fit, not a score on unseen slices)")
+            caption.setWordWrap(True)
+            caption.setStyleSheet("font-size: 11px")
+            lay.addWidget(caption)
             lay.addWidget(self.plot)
         root.addWidget(box)
 

@@ -1,0 +1,466 @@
+"""The standalone app's window, driven as a person would (under Xvfb, QT_QPA_PLATFORM=xcb)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QMimeData, QPointF, Qt, QUrl
+from qtpy.QtGui import QDropEvent, QKeySequence
+from qtpy.QtWidgets import QMessageBox
+
+from llm4seg_core.checkpoints import ModelStore
+from llm4seg_core.data import demo_case, demo_data_available
+from llm4seg_core.io import read_image
+from llm4seg_core.preprocess import window_limits
+from tests.app.conftest import ORIGIN_XYZ, SPACING_XYZ, TINY, wait_idle
+
+pytestmark = pytest.mark.gui
+
+Button = QMessageBox.StandardButton
+
+
+def _mask_slice_with_expert_label(window) -> int:
+    """The slice of the demo CT where its expert label is largest."""
+    expert = next(layer for layer in window.viewer.layers if layer.name == "lung2 expert label")
+    return int(np.argmax(np.asarray(expert.data).reshape(expert.data.shape[0], -1).sum(1)))
+
+
+def _background_pixels(labels: np.ndarray, n: int) -> list[tuple[int, int]]:
+    """``n`` unlabelled pixels far apart (and from the edges): where a brush stroke shows."""
+    ys, xs = np.nonzero(labels[40:-40, 40:-40] == 0)
+    assert len(ys) >= n, "the slice is labelled everywhere"
+    picks = np.linspace(0, len(ys) - 1, n + 2).astype(int)[1:-1]
+    return [(int(ys[i]) + 40, int(xs[i]) + 40) for i in picks]
+
+
+@pytest.mark.skipif(not demo_data_available(), reason="demo data not fetched (llm4seg data fetch)")
+def test_demo_ct_segment_paint_finetune_save(make_window, dialogs, qtbot, tmp_path) -> None:
+    window = make_window()
+    image_path = demo_case("lung2")[0]
+    source = read_image(image_path)
+
+    # open the demo CT: the demo action brings the CT and its expert label (hidden)
+    window.open_demo_action.trigger()
+    assert window.is_opening and not window.open_action.isEnabled()
+    wait_idle(qtbot, window)
+    image = window.image_layer
+    assert image is not None and image.name == "lung2 CT"
+    assert image.data.shape == source.spatial_shape
+    assert not window.viewer.layers["lung2 expert label"].visible
+    assert window.segment_action.isEnabled() and not window.save_action.isEnabled()
+    assert window.windowTitle().startswith("lung2 CT")
+
+    # Segment the slice through the tumour with a tiny model
+    z = _mask_slice_with_expert_label(window)
+    window.viewer.dims.set_point(0, float(image.data_to_world([z, 0, 0])[0]))
+    window.widget.set_model(TINY, "tiny CMUNeXt (test)")
+    window.segment_slice_action.trigger()
+    assert window.is_busy and window.cancel_action.isEnabled()
+    assert not window.segment_action.isEnabled() and window.progress.isVisible()
+    wait_idle(qtbot, window)
+    mask = window.mask_layer
+    assert mask is not None and mask.data.shape == image.data.shape
+    assert "Segmented 1 slice(s)" in window.widget.status_label.text()
+    assert "Model: tiny CMUNeXt (test)" in window.model_label.text()
+    assert window.device_label.text().startswith("Device: auto (cpu")
+
+    # brush: paints the mask, marks the slice as corrected; undo and redo
+    window.tool_actions["paint"].trigger()
+    assert window.viewer.layers.selection.active is mask and mask.mode == "paint"
+    window.brush_spin.setValue(6)
+    assert mask.brush_size == 6
+    before = mask.data[z].copy()
+    (y, x), far = _background_pixels(before, 2)
+    mask.paint((z, y, x), 1)
+    painted = mask.data[z].copy()
+    assert painted[y, x] == 1 and not np.array_equal(painted, before)
+    assert window.widget.corrected_slices == [z]
+    assert window.has_unsaved_changes()
+    window.undo_action.trigger()
+    np.testing.assert_array_equal(mask.data[z], before)
+    window.redo_action.trigger()
+    np.testing.assert_array_equal(mask.data[z], painted)
+    window.tool_actions["erase"].trigger()
+    assert mask.mode == "erase"
+    window.tool_actions["fill"].trigger()
+    assert mask.mode == "fill"
+    window.tool_actions["pan_zoom"].trigger()
+    assert mask.mode == "pan_zoom"
+
+    # Fine-tune briefly: a new model version, selected, shown in the status bar
+    window.widget.steps_spin.setValue(2)
+    window.finetune_action.trigger()
+    assert window.is_busy
+    wait_idle(qtbot, window)
+    versions = ModelStore().versions()
+    assert len(versions) == 1 and versions[0].data["slices"] == [z]
+    assert window.widget.model_arg == versions[0].name
+    window._sync()
+    assert versions[0].name in window.model_label.text()
+
+    # Save (first time: asks where; a name without suffix gets .nii.gz)
+    out = tmp_path / "out" / "lung2_mask"
+    out.parent.mkdir()
+    dialogs.answers["save"] = str(out)
+    window.save_action.trigger()
+    wait_idle(qtbot, window)
+    saved = out.with_name("lung2_mask.nii.gz")
+    assert saved.is_file() and window.saved_path() == str(saved)
+    assert not window.has_unsaved_changes()
+    back = read_image(saved)
+    assert back.spatial_shape == source.spatial_shape
+    assert back.spacing == pytest.approx(source.spacing, abs=1e-4)
+    assert back.origin == pytest.approx(source.origin, abs=1e-3)
+    assert back.direction == pytest.approx(source.direction, abs=1e-6)
+    np.testing.assert_array_equal(back.array, mask.data)
+
+    # another edit, then Save again: same file, no dialog
+    mask.paint((z, *far), 1)
+    assert window.has_unsaved_changes()
+    n_dialogs = len(dialogs.texts("save-dialog"))
+    window.save_action.trigger()
+    wait_idle(qtbot, window)
+    assert len(dialogs.texts("save-dialog")) == n_dialogs
+    assert read_image(saved).array[z, far[0], far[1]] == 1
+    assert not window.has_unsaved_changes()
+    assert not dialogs.texts("critical")
+
+
+def test_open_file_window_presets_and_recent(make_window, dialogs, qtbot, small_ct) -> None:
+    window = make_window()
+    dialogs.answers["open"] = str(small_ct)
+    window.open_action.trigger()
+    wait_idle(qtbot, window)
+    image = window.image_layer
+    assert image is not None and image.name == "small_ct"
+    assert tuple(image.scale) == pytest.approx(SPACING_XYZ[::-1])
+    assert tuple(image.translate) == pytest.approx(ORIGIN_XYZ[::-1])
+    assert window.settings.recent[0] == str(small_ct.resolve())
+    assert window.settings.last_folder == str(small_ct.parent)
+
+    window.window_actions["bone"].trigger()
+    assert window.widget.window_combo.currentText() == "bone"
+    assert tuple(image.contrast_limits) == pytest.approx(window_limits("bone"))
+    assert window.settings.window_preset == "bone"
+    window.window_actions["lung"].trigger()
+    assert tuple(image.contrast_limits) == pytest.approx(window_limits("lung"))
+    assert window.settings.window_preset == "lung"
+
+    # Open recent: the menu lists the file; choosing it reopens it
+    window._fill_recent_menu()
+    entries = [a for a in window.recent_menu.actions() if a.text() == str(small_ct.resolve())]
+    assert len(entries) == 1
+    entries[0].trigger()
+    wait_idle(qtbot, window)
+    assert [layer.name for layer in window.viewer.layers] == ["small_ct"]
+
+
+def test_errors_show_a_dialog_and_the_app_stays_usable(make_window, dialogs, qtbot,
+                                                       small_ct, tmp_path) -> None:
+    window = make_window()
+    # a damaged file
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"this is not a NIfTI file")
+    assert window.open_path(bad)
+    wait_idle(qtbot, window)
+    assert window.image_layer is None
+    assert any("broken" in t for t in dialogs.texts("critical")), dialogs.shown
+    # a path that is not there
+    assert not window.open_path(tmp_path / "nowhere.nrrd")
+    assert "No such file" in dialogs.texts("critical")[-1]
+    # a folder without DICOM files
+    assert window.open_path(tmp_path)
+    wait_idle(qtbot, window)
+    assert "no DICOM images" in dialogs.texts("critical")[-1]
+    assert window.open_action.isEnabled() and window.image_layer is None
+
+    # nothing to segment or save yet: a clear message, no crash
+    assert not window.save_as_action.isEnabled()
+    window.save_mask_as()
+    assert "no mask to save" in dialogs.texts("information")[-1].lower()
+
+    # the app still opens a good image
+    window.open_path(small_ct)
+    wait_idle(qtbot, window)
+    assert window.image_layer is not None
+
+    # missing weights: a checkpoint file that is not there
+    n = len(dialogs.texts("critical"))
+    window.widget.set_model(str(tmp_path / "missing_weights.safetensors"), "missing weights")
+    window.segment_action.trigger()
+    wait_idle(qtbot, window)
+    errors = dialogs.texts("critical")[n:]
+    assert errors and "missing_weights" in errors[-1], dialogs.shown
+    assert window.segment_action.isEnabled() and not window.is_busy
+
+    # and Segment works again with a model that is there
+    window.widget.set_model(TINY)
+    window.segment("volume")
+    wait_idle(qtbot, window)
+    assert window.mask_layer is not None
+    assert "Segmented 6 slice(s)" in window.widget.status_label.text()
+    # saving to an unsupported format: a dialog, the mask stays unsaved
+    window.mask_layer.paint((1, 10, 10), 1)
+    n = len(dialogs.texts("critical"))
+    dialogs.answers["save"] = str(tmp_path / "mask.jpg")
+    window.save_as_action.trigger()
+    wait_idle(qtbot, window)
+    assert len(dialogs.texts("critical")) == n + 1 and ".jpg" in dialogs.texts("critical")[-1]
+    assert not list(tmp_path.glob("mask.jpg*")) and window.has_unsaved_changes()
+    assert window.saved_path() is None
+
+
+def _write_series(folder: Path, uid: str, n: int, description: str, dz: float) -> None:
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.SeriesInstanceUID = uid
+        ds.SeriesDescription = description
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = k + 1
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [-158.0, -179.0, -75.0 + k * dz]
+        ds.SliceLocation = -75.0 + k * dz
+        ds.save_as(folder / f"img_{k:03d}.dcm")
+
+
+def test_dicom_folder_with_several_series(make_window, dialogs, qtbot, tmp_path) -> None:
+    pytest.importorskip("pydicom.data")
+    study = tmp_path / "study"
+    _write_series(study, "1.2.826.0.1.3680043.8.498.3001", 4, "Chest 2.5 mm", 2.5)
+    _write_series(study / "sub", "1.2.826.0.1.3680043.8.498.3002", 2, "Axial 5 mm", 5.0)
+    window = make_window()
+
+    # the picker is cancelled: nothing opens
+    dialogs.answers["folder"] = str(study)
+    window.open_dicom_action.trigger()
+    wait_idle(qtbot, window)
+    assert window.image_layer is None
+    picker = dialogs.texts("series-picker")
+    assert len(picker) == 1 and "Chest 2.5 mm" in picker[0] and "Axial 5 mm" in picker[0]
+
+    # the smaller series is picked: that one opens, with its slice spacing
+    labels = picker[0].split("\n")
+    dialogs.answers["series"] = next(i for i, t in enumerate(labels) if "Axial" in t)
+    window.open_dicom_action.trigger()
+    wait_idle(qtbot, window)
+    image = window.image_layer
+    assert image is not None and image.data.shape[0] == 2
+    assert image.scale[0] == pytest.approx(5.0)
+    assert window.settings.recent[0] == str(study.resolve())
+
+
+def test_drag_and_drop_opens_the_file(make_window, qtbot, small_ct) -> None:
+    window = make_window()
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(small_ct))])
+    event = QDropEvent(QPointF(50, 50), Qt.DropAction.CopyAction, mime,
+                       Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(event)
+    qtbot.waitUntil(lambda: window.image_layer is not None and not window.is_opening,
+                    timeout=30_000)
+    assert window.image_layer.name == "small_ct"
+
+
+def test_replacing_or_closing_with_unsaved_corrections_asks(make_window, dialogs, qtbot,
+                                                            small_ct, tmp_path) -> None:
+    window = make_window()
+    window.open_path(small_ct)
+    wait_idle(qtbot, window)
+    window.tool_actions["paint"].trigger()  # no mask yet: the brush makes an empty one
+    mask = window.mask_layer
+    assert mask is not None and mask.data.shape == (6, 48, 48) and not mask.data.any()
+    assert tuple(mask.scale) == pytest.approx(SPACING_XYZ[::-1])
+    assert not window.has_unsaved_changes()  # empty: nothing to lose
+    mask.paint((2, 20, 20), 1)
+    assert window.widget.corrected_slices == [2] and window.has_unsaved_changes()
+
+    # opening another image: Cancel keeps everything
+    dialogs.answers["question"] = Button.Cancel
+    assert not window.open_path(small_ct)
+    assert window.mask_layer is mask and "1 corrected slice" in dialogs.texts("question")[-1]
+    # closing: Cancel keeps the window open
+    assert not window.close()
+    assert window.isVisible() and not window._closed
+    # closing: Save asks where, writes, then closes
+    out = tmp_path / "closing_mask.nrrd"
+    dialogs.answers["question"] = Button.Save
+    dialogs.answers["save"] = str(out)
+    assert window.close()
+    assert window._closed and out.is_file()
+    assert read_image(out).array[2, 20, 20] == 1
+
+
+def test_closing_during_finetune_stops_it_cleanly(make_window, dialogs, qtbot, small_ct,
+                                                  tmp_path) -> None:
+    window = make_window()
+    window.open_path(small_ct)
+    wait_idle(qtbot, window)
+    window.widget.set_model(TINY)
+    window.segment("volume")
+    wait_idle(qtbot, window)
+    out = tmp_path / "kept.nii.gz"
+    assert window.save_mask_to(str(out))
+    wait_idle(qtbot, window)
+    window.mask_layer.paint((3, 24, 24), 1)
+    window.widget.steps_spin.setValue(100_000)
+    assert window.finetune()
+    state = window.widget._state
+    qtbot.wait(300)
+
+    # "No": the window stays and training goes on
+    dialogs.answers["question"] = Button.No
+    assert not window.close()
+    assert window.is_busy and not state.cancel.is_set()
+    assert "fine-tune is running" in dialogs.texts("question")[-1]
+    # "Yes" to stopping, then Discard the unsaved edit: the job stops, nothing half-saved
+    dialogs.answers["question"] = [Button.Yes, Button.Discard]
+    assert window.close()
+    assert window._closed and state.cancel.is_set() and not window.is_busy
+    assert ModelStore().versions() == []  # a stopped fine-tune saves no version
+    assert read_image(out).spatial_shape == (6, 48, 48)  # the saved file is untouched
+
+
+def test_settings_are_remembered(make_window, dialogs, qtbot, small_ct) -> None:
+    window = make_window()
+    combo = window.widget.device_combo
+    cpu = next(i for i in range(combo.count()) if combo.itemText(i).startswith("cpu"))
+    combo.setCurrentIndex(cpu)
+    window.brush_spin.setValue(7)
+    window.open_path(small_ct)
+    wait_idle(qtbot, window)
+    window.set_window_preset("bone")
+    window.resize(1100, 760)
+    window.layers_dock.hide()
+    qtbot.wait(50)
+    assert window.close()
+
+    again = make_window()
+    assert again.widget.device_arg == "cpu"
+    assert again.brush_spin.value() == 7
+    assert again.settings.recent[0] == str(small_ct.resolve())
+    assert again.settings.last_folder == str(small_ct.parent)
+    assert (again.width(), again.height()) == (1100, 760)
+    assert not again.layers_dock.isVisible()
+    again.open_path(small_ct)
+    wait_idle(qtbot, again)
+    assert again.widget.window_combo.currentText() == "bone"  # the remembered window preset
+
+
+def test_actions_have_the_usual_shortcuts(make_window) -> None:
+    window = make_window(show=False)
+    assert window.undo_action.shortcut() == QKeySequence(QKeySequence.StandardKey.Undo)
+    assert QKeySequence("Ctrl+Shift+Z") in window.redo_action.shortcuts()
+    assert window.save_action.shortcut() == QKeySequence(QKeySequence.StandardKey.Save)
+    assert window.open_action.shortcut() == QKeySequence(QKeySequence.StandardKey.Open)
+    assert [window.tool_actions[m].shortcut().toString() for m in ("paint", "erase", "fill")] \
+        == ["B", "E", "F"]
+    assert window.cancel_action.shortcut().toString() == "Esc"
+    # nothing open: editing and engine actions are off, opening is on
+    assert not window.segment_action.isEnabled() and not window.cancel_action.isEnabled()
+    assert not window.tool_actions["paint"].isEnabled() and window.open_action.isEnabled()
+
+
+def test_about_shows_versions_and_the_model_card(make_window, qtbot, tmp_path) -> None:
+    from llm4seg_app.about import default_model_card
+
+    window = make_window()
+    window.about_action.trigger()
+    dialog = window._about
+    qtbot.waitExposed(dialog)
+    text = dialog.text()
+    assert "not for diagnosis" in text
+    assert "napari" in text and "PyTorch" in text and "Device" in text
+    assert "Model versions" in text and str(ModelStore().root) in text
+    card = dialog.info.card
+    if not card.shipped:  # as long as no trained default model ships, About says so
+        assert "No trained default model ships" in text
+    dialog.close()
+
+    # a shipped checkpoint with a card next to it: the card is shown, as written
+    res = tmp_path / "resources"
+    (res / "models").mkdir(parents=True)
+    assert not default_model_card(res).shipped
+    (res / "models" / "default.safetensors").write_bytes(b"not really weights")
+    (res / "models" / "default.md").write_text("# Card\nIntended use: research and demo.\n")
+    card = default_model_card(res)
+    assert card.shipped and "cannot be read" in card.summary
+    assert card.card_text.startswith("# Card")
+
+
+def test_command_line(monkeypatch, qtbot, dialogs, settings_file, small_ct) -> None:
+    from qtpy.QtCore import QSettings
+    from qtpy.QtWidgets import QApplication
+
+    import llm4seg_app.main as app_main
+    from llm4seg_app.window import MainWindow
+
+    assert app_main.main([str(small_ct.parent / "nowhere.nii.gz")]) == 2
+    with monkeypatch.context() as env:
+        for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+            env.delenv(name, raising=False)
+        assert not app_main.has_display()
+        assert app_main.main([str(small_ct)]) == 2  # no display: a message, not a crash
+
+    # llm4seg-app PATH: the window opens PATH
+    windows: list[MainWindow] = []
+    original_init = MainWindow.__init__
+
+    def init(self, settings=None, parent=None):
+        original_init(self, QSettings(str(settings_file), QSettings.Format.IniFormat), parent)
+        windows.append(self)
+
+    monkeypatch.setattr(MainWindow, "__init__", init)
+    monkeypatch.setattr(QApplication, "exec", lambda self: 0)
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # main() installs its own
+    assert app_main.main([str(small_ct)]) == 0
+    (window,) = windows
+    qtbot.waitUntil(lambda: window.image_layer is not None and not window.is_opening,
+                    timeout=30_000)
+    assert window.image_layer.name == "small_ct"
+    window.close()
+
+    # python -m llm4seg_app --version (no Qt needed)
+    out = subprocess.run([sys.executable, "-m", "llm4seg_app", "--version"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("llm4seg-app ")
+
+
+def test_ultrasound_picture_segment_correct_save(make_window, dialogs, qtbot, tmp_path) -> None:
+    import SimpleITK as sitk
+
+    yy, xx = np.mgrid[:64, :80]
+    picture = (60 + 120 * (((yy - 30) ** 2 + (xx - 40) ** 2) < 15 ** 2)).astype(np.uint8)
+    path = tmp_path / "us" / "scan.png"
+    path.parent.mkdir()
+    sitk.WriteImage(sitk.GetImageFromArray(picture), str(path))
+    window = make_window()
+    window.open_path(path)
+    wait_idle(qtbot, window)
+    image = window.image_layer
+    assert image is not None and image.data.shape == (64, 80)
+    window.widget.set_model(TINY)
+    window.segment_action.trigger()
+    wait_idle(qtbot, window)
+    mask = window.mask_layer
+    assert mask.data.shape == (64, 80)
+    window.tool_actions["paint"].trigger()
+    mask.paint((30, 40), 1)
+    assert window.widget.corrected_slices == [0]
+    dialogs.answers["save"] = str(tmp_path / "us" / "scan_mask")  # no suffix: PNG for a picture
+    window.save_as_action.trigger()
+    wait_idle(qtbot, window)
+    saved = tmp_path / "us" / "scan_mask.png"
+    assert window.saved_path() == str(saved) and saved.is_file()
+    back = read_image(saved)
+    assert back.spatial_shape == (64, 80)
+    assert back.array[30, 40] > 0 and not window.has_unsaved_changes()
