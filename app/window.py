@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +62,7 @@ from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.io import DICOM_SUFFIXES, PICTURE_SUFFIXES, VOLUME_SUFFIXES
 from llm4seg_core.preprocess import CT_WINDOWS
 from llm4seg_napari._geometry import SERIES_KEY, VOLUME_KEY
-from llm4seg_napari._widget import LLM4SegWidget, mask_name
+from llm4seg_napari._widget import LLM4SegWidget, _Outcome, guarded, mask_name
 
 __all__ = ["APP_TITLE", "MainWindow"]
 
@@ -89,13 +88,6 @@ _EDIT_TOOLS = (  # (mode, text, shortcut, tip)
     ("fill", "Fill", "F", "fill the connected region under the click"),
     ("pan_zoom", "Pan/zoom", "H", "move and zoom the image; no editing"),
 )
-
-
-@dataclass
-class _Outcome:
-    value: Any = None
-    error: BaseException | None = None
-    trace: str = ""
 
 
 @dataclass
@@ -683,13 +675,7 @@ class MainWindow(QMainWindow):
 
     def _start_open(self, fn: Callable[[], Any], done: Callable[[Any], None], text: str,
                     path: Path | None) -> bool:
-        def guarded() -> _Outcome:
-            try:
-                return _Outcome(fn())
-            except Exception as exc:  # noqa: BLE001 - every error reaches the person
-                return _Outcome(None, exc, traceback.format_exc())
-
-        worker = create_worker(guarded, _start_thread=False)
+        worker = create_worker(guarded(fn), _start_thread=False)
         worker.returned.connect(lambda outcome: self._open_returned(outcome, done, path))
         self._open_worker = worker
         self.statusBar().showMessage(text)

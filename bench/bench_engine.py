@@ -880,7 +880,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"segmentation, {n_slices} x 512 x 512 CT, device {device}:")
     log(table(rows, ["model", "Segmenter slices/s (default batch)", "Segmenter b1 slices/s", "naive slices/s (n)", "speedup", "equal voxels",
                      "GFLOP/slice", "fwd GFLOP/s", f"of {ref_peak_name} peak"]))
-    log(f"matmul peak: " + ", ".join(f"{k}: {v:,.0f} GFLOP/s" for k, v in peaks.items()))
+    log("matmul peak: " + ", ".join(f"{k}: {v:,.0f} GFLOP/s" for k, v in peaks.items()))
     la = results["loadavg"]
     log(f"total time {total_s:.0f} s (this process used {results['cpu_s']:.0f} CPU s); load average "
         f"1-min at start {la['start'][0]:.2f}, at segmentation {la.get('segmentation', (float('nan'),))[0]:.2f}, "

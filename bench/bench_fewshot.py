@@ -36,7 +36,6 @@ import argparse
 import copy
 import datetime as _dt
 import json
-import math
 import os
 import platform
 import shlex

@@ -5,9 +5,8 @@
 BASE: a checkpoint written by scripts/pretrain_default.py. The figures in
 docs/benchmarks.md came from "80 128 adapters+decoder" and "40 none adapters+decoder".
 """
-import sys, time, copy
+import sys
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-import numpy as np, torch
 from fewshot_tasks import load_task, choose_slices
 from llm4seg_core.checkpoints import load_checkpoint
 from llm4seg_core.datasets import CorrectionSet

@@ -343,7 +343,7 @@ def register(sub: Any) -> None:
     f.add_argument("--slices", required=True, help="corrected slices, e.g. 3,7,10-12")
     f.add_argument("--base", help="model to start from: version, checkpoint file or spec (default: current)")
     f.add_argument("-o", "--output", help="new version name (model store) or FILE.safetensors")
-    f.add_argument("--steps", type=int, help="optimizer steps (default: FinetuneConfig.steps, 40)")
+    f.add_argument("--steps", type=int, help="optimizer steps (default: FinetuneConfig.steps, 80)")
     f.add_argument("--trainable", choices=TRAINABLE, help="default adapters+decoder")
     f.add_argument("--note", help="a note stored with the version")
     f.add_argument("--complete", metavar="OUT",

@@ -118,14 +118,18 @@ class TrainConfig:
 class FinetuneConfig:
     """Few-shot fine-tuning on corrected slices; defaults aim at <= 60 s on a 2-core CPU.
 
-    Whole slices, not crops, by default: a 128 crop gives the LLM block an 8x8
-    token grid where inference gives it 16x16, and on lung2 (k = 2, from the
-    GPU-pretrained base of docs/pretraining.md) 80 crop steps scored Dice 0.000
-    on the tumour slices (29 s), 40 whole-slice steps 0.0-0.40 per slice (53 s,
-    quiet 2-core CPU). Not yet tuned by the full few-shot benchmark.
+    Chosen by experiment (docs/benchmarks.md, ``bench/finetune_sweep.py``; lung2
+    tumour, k = 2, from the shipped default base):
+
+    * whole slices, not crops: a 128 crop gives the LLM block an 8x8 token grid
+      where inference gives it 16x16; 80 crop steps scored Dice 0.000;
+    * adapters + decoder: training the encoder too (``all-but-llm``, 40 steps)
+      scored 0.000, against 0.083 for adapters + decoder;
+    * 80 steps: Dice 0.189 raw / 0.503 with the seeded filter, against
+      0.083 / 0.169 for 40 steps and 0.077 / 0.341 for 40 steps at lr 3e-3.
     """
 
-    steps: int = 40  # ~1.3 s/step on whole 256 slices (batch 2, cached encoder, SmolLM2 layer)
+    steps: int = 80
     batch_size: int = 2
     lr: float = 1e-3  # Adam
     weight_decay: float = 0.0

@@ -138,6 +138,18 @@ class _Outcome:
     trace: str = ""
 
 
+def guarded(fn: Callable[[], Any]) -> Callable[[], _Outcome]:
+    """``fn`` for a worker thread: its value or its error (with the traceback) as an _Outcome."""
+
+    def run() -> _Outcome:
+        try:
+            return _Outcome(fn())
+        except Exception as exc:  # noqa: BLE001 - every error reaches the person
+            return _Outcome(None, exc, traceback.format_exc())
+
+    return run
+
+
 class _Relay(QObject):
     """Signals a worker thread emits; Qt queues them to the widget on the main thread."""
 
@@ -829,16 +841,8 @@ class LLM4SegWidget(QWidget):
             show_info(f"wait for the running {self._state.kind} to finish (or cancel it)")
             return False
         self._state.cancel = threading.Event()
-        cancel = self._state.cancel
         self._state.kind = kind
-
-        def guarded() -> _Outcome:
-            try:
-                return _Outcome(fn())
-            except Exception as exc:  # noqa: BLE001 - every error reaches the person
-                return _Outcome(None, exc, traceback.format_exc())
-
-        worker = create_worker(guarded, _start_thread=False)
+        worker = create_worker(guarded(fn), _start_thread=False)
         self._job_done = done
         # bound methods: Qt drops these connections if the widget is deleted mid-job
         worker.returned.connect(self._on_job_returned)

@@ -6,6 +6,7 @@ are replaced in the app's module by recorders that answer as a test says.
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
+from qtpy import sip  # noqa: E402
 from qtpy.QtCore import QSettings  # noqa: E402
 from qtpy.QtWidgets import QMessageBox  # noqa: E402
 
@@ -131,14 +133,29 @@ def make_window(qtbot, dialogs, settings_file):
 
     yield make
     for window in windows:
-        if window._closed:
-            continue
-        if window.is_busy:
-            window.cancel_job()
-            window.wait_idle(JOB_TIMEOUT_MS / 1000)
-        dialogs.answers["question"] = QMessageBox.StandardButton.Discard
-        window.close()
-        window.deleteLater()
+        if not window._closed:
+            if window.is_busy:
+                window.cancel_job()
+                window.wait_idle(JOB_TIMEOUT_MS / 1000)
+            dialogs.answers["question"] = QMessageBox.StandardButton.Discard
+            window.close()
+        # delete the C++ window now (deleteLater is not always processed before the next
+        # test): napari's own viewer fixture (tests/napari) fails on QtViewer instances
+        # left over from earlier tests in the same session
+        if not sip.isdeleted(window):
+            sip.delete(window)
+    windows.clear()
+    qtbot.wait(50)
+    gc.collect()
+    # A Python QtViewer wrapper can outlive its deleted C++ window here (a reference the
+    # session keeps; a real app has one window per process). It is inert, but napari's
+    # make_napari_viewer fixture counts QtViewer._instances and would blame the next
+    # napari test for it: forget the dead ones.
+    from napari._qt.qt_viewer import QtViewer
+
+    for viewer in list(QtViewer._instances):
+        if sip.isdeleted(viewer):
+            QtViewer._instances.discard(viewer)
 
 
 def wait_idle(qtbot, window) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from llm4seg_core.data import demo_case, demo_data_available
 from llm4seg_core.io import read_image
 from llm4seg_core.preprocess import window_limits
 from tests.app.conftest import ORIGIN_XYZ, SPACING_XYZ, TINY, wait_idle
+from tests.napari.test_reader_writer import _write_ct_series
 
 pytestmark = pytest.mark.gui
 
@@ -214,30 +214,11 @@ def test_errors_show_a_dialog_and_the_app_stays_usable(make_window, dialogs, qtb
     assert window.saved_path() is None
 
 
-def _write_series(folder: Path, uid: str, n: int, description: str, dz: float) -> None:
-    import pydicom
-    from pydicom.data import get_testdata_file
-    from pydicom.uid import generate_uid
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for k in range(n):
-        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-        ds.SeriesInstanceUID = uid
-        ds.SeriesDescription = description
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.InstanceNumber = k + 1
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [-158.0, -179.0, -75.0 + k * dz]
-        ds.SliceLocation = -75.0 + k * dz
-        ds.save_as(folder / f"img_{k:03d}.dcm")
-
-
 def test_dicom_folder_with_several_series(make_window, dialogs, qtbot, tmp_path) -> None:
     pytest.importorskip("pydicom.data")
     study = tmp_path / "study"
-    _write_series(study, "1.2.826.0.1.3680043.8.498.3001", 4, "Chest 2.5 mm", 2.5)
-    _write_series(study / "sub", "1.2.826.0.1.3680043.8.498.3002", 2, "Axial 5 mm", 5.0)
+    _write_ct_series(study, "1.2.826.0.1.3680043.8.498.3001", 4, "Chest 2.5 mm", 2.5)
+    _write_ct_series(study / "sub", "1.2.826.0.1.3680043.8.498.3002", 2, "Axial 5 mm", 5.0)
     window = make_window()
 
     # the picker is cancelled: nothing opens
