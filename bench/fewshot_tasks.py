@@ -20,7 +20,6 @@ so false positives there lower the score).
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llm4seg_core.datasets import choose_slices, structure_slices
 from llm4seg_core.io import Volume, read_image, read_mask
 from llm4seg_core.metrics import score
 
@@ -88,30 +88,6 @@ class Task:
 
 
 # --------------------------------------------------------------------------- slices, scoring
-
-
-def structure_slices(mask: np.ndarray) -> list[int]:
-    """The z indices (first axis) whose slice holds any of the structure."""
-    return [int(z) for z in np.nonzero(np.asarray(mask).reshape(mask.shape[0], -1).any(1))[0]]
-
-
-def choose_slices(mask: np.ndarray, k: int) -> list[int]:
-    """``k`` annotated slices, evenly spaced among the slices that hold the structure.
-
-    Slice i (0-based) sits at the quantile (i+1)/(k+1) of the structure's
-    slices: with its n slices in z order, at position floor((i+1)*n/(k+1)).
-    k = 1 takes the middle one; the choice is symmetric and deterministic.
-    """
-    zs = structure_slices(mask)
-    n = len(zs)
-    if k < 1:
-        raise ValueError("k must be at least 1")
-    if n < k:
-        raise ValueError(f"the structure spans {n} slice(s); cannot annotate {k}")
-    pos = [min(n - 1, math.floor((i + 1) * n / (k + 1))) for i in range(k)]
-    if len(set(pos)) < k:  # only when n is about k: spread over all positions instead
-        pos = [round(i * (n - 1) / max(k - 1, 1)) for i in range(k)] if k > 1 else [n // 2]
-    return [zs[p] for p in pos]
 
 
 def score_other_slices(pred: np.ndarray, ref: np.ndarray, annotated: Sequence[int]) -> dict:

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from llm4seg_core.errors import Cancelled, LLM4SegError
 
@@ -195,7 +196,52 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"Dice against the expert label: {dice(labels, reference):.3f}")
     if not seg.trained:
         print(UNTRAINED_NOTICE, file=sys.stderr)
+    if args.fewshot > 0:
+        _demo_fewshot(args, seg, volume, reference, outdir, z)
     return 0
+
+
+def _demo_fewshot(args: argparse.Namespace, seg: Any, volume: Any, reference: Any,
+                  outdir: Path, z_show: int) -> None:
+    """The correction loop, headless: the expert outline on k slices stands in for a person's
+    corrections; fine-tune on them, segment the rest, keep regions touching them."""
+    import numpy as np
+
+    from llm4seg_core.datasets import CorrectionSet, choose_slices
+    from llm4seg_core.io import write_mask
+    from llm4seg_core.metrics import dice
+    from llm4seg_core.overlay import overlay_rgb, write_png
+    from llm4seg_core.postprocess import keep_seeded_components
+    from llm4seg_core.training import Callbacks, FinetuneConfig, finetune
+
+    slices = choose_slices(reference, args.fewshot)
+    corrected = np.zeros_like(reference)
+    corrected[slices] = reference[slices]
+    print(f"few-shot: the expert outline on slice(s) {slices} stands in for your corrections")
+    cfg = FinetuneConfig(device=args.device)
+    update, close = _progress_bar("fine-tuning", args.quiet)
+    try:
+        result = finetune(seg.model, CorrectionSet(volume, corrected, slices), cfg,
+                          Callbacks(on_progress=update))
+    finally:
+        close()
+    others = [z for z in range(volume.n_slices) if z not in set(slices)]
+    update, close = _progress_bar("segmenting", args.quiet)
+    try:
+        labels = seg.segment(volume, slices=others, progress=update, out=corrected.copy())
+    finally:
+        close()
+    seeded, _ = keep_seeded_components(labels, slices)
+    keep = np.ones(volume.n_slices, bool)
+    keep[slices] = False
+    raw_d, seeded_d = dice(labels[keep], reference[keep]), dice(seeded[keep], reference[keep])
+    mask_path = write_mask(seeded, volume, outdir / f"{args.case}_fewshot{args.fewshot}_mask.nrrd")
+    png = write_png(overlay_rgb(volume, seeded, z_show, reference=reference),
+                    outdir / f"{args.case}_fewshot{args.fewshot}_overlay_z{z_show}.png")
+    print(f"fine-tuned {cfg.steps} steps in {result.seconds:.1f} s; on the {len(others)} other slices "
+          f"Dice {raw_d:.3f}, {seeded_d:.3f} keeping regions that touch the corrections")
+    print(f"mask:    {mask_path}")
+    print(f"overlay: {png}")
 
 
 def _fmt(value) -> str:
@@ -385,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     de = sub.add_parser("demo", help="segment the demo chest CT (lung2) and write a mask + overlay PNG")
     de.add_argument("--case", default="lung2", help="demo case (default lung2)")
     de.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    de.add_argument("--fewshot", type=int, default=0, metavar="K",
+                    help="then fine-tune on the expert outline of K slices (standing in for a "
+                         "person's corrections) and segment the rest (about a minute on a CPU)")
     add_model_args(de)
     de.set_defaults(func=cmd_demo)
     __import__("llm4seg_core.cli_train", fromlist=["register"]).register(sub)  # train, finetune, eval

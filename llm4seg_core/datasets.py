@@ -52,8 +52,10 @@ __all__ = [
     "SliceDataset",
     "Split",
     "VolumePairs",
+    "choose_slices",
     "open_dataset",
     "parse_slices",
+    "structure_slices",
 ]
 
 SPLIT_FILE = "split.json"
@@ -636,3 +638,30 @@ class CorrectionSet:
         lm = label_map or self.label_map
         assert lm is not None
         return SliceDataset(self, [("", z) for z in self.slices], ModelGrid.of(spec), lm)
+
+
+# --------------------------------------------------------------------------- few-shot slice choice
+
+
+def structure_slices(mask: np.ndarray) -> list[int]:
+    """The z indices (first axis) whose slice holds any of the structure."""
+    return [int(z) for z in np.nonzero(np.asarray(mask).reshape(mask.shape[0], -1).any(1))[0]]
+
+
+def choose_slices(mask: np.ndarray, k: int) -> list[int]:
+    """``k`` annotated slices, evenly spaced among the slices that hold the structure.
+
+    Slice i (0-based) sits at the quantile (i+1)/(k+1) of the structure's
+    slices: with its n slices in z order, at position floor((i+1)*n/(k+1)).
+    k = 1 takes the middle one; the choice is symmetric and deterministic.
+    """
+    zs = structure_slices(mask)
+    n = len(zs)
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    if n < k:
+        raise ValueError(f"the structure spans {n} slice(s); cannot annotate {k}")
+    pos = [min(n - 1, math.floor((i + 1) * n / (k + 1))) for i in range(k)]
+    if len(set(pos)) < k:  # only when n is about k: spread over all positions instead
+        pos = [round(i * (n - 1) / max(k - 1, 1)) for i in range(k)] if k > 1 else [n // 2]
+    return [zs[p] for p in pos]

@@ -79,3 +79,32 @@ def test_segment_2d_png(tmp_path):
     assert main(["segment", str(src), "-o", str(out), *FAST]) == 0
     mask = read_image(out)
     assert mask.array.shape == (30, 50)
+
+
+def test_demo_with_fewshot_writes_masks_in_the_ct_geometry(tmp_path, capsys):
+    import pytest
+
+    from llm4seg_core.data import demo_case, demo_data_available
+
+    if not demo_data_available():
+        pytest.skip("demo data not fetched (llm4seg data fetch)")
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--fewshot", "2", "--model",
+            "cmunext,image_size=32,dims=4:8:8:16:16", "--device", "cpu", "-q"]
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: more threads only spin against other processes
+    try:
+        assert main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    text = capsys.readouterr().out
+    assert "few-shot: the expert outline on slice(s) [18, 22]" in text
+    assert "Dice" in text and "keeping regions that touch the corrections" in text
+    ct = read_image(demo_case("lung2")[0])
+    mask = read_image(out / "lung2_fewshot2_mask.nrrd")
+    assert mask.spatial_shape == ct.spatial_shape and mask.spacing == ct.spacing
+    ref = read_image(demo_case("lung2")[1]).array
+    np.testing.assert_array_equal(mask.array[[18, 22]] > 0, ref[[18, 22]] > 0)  # the corrections
+    assert list(out.glob("lung2_fewshot2_overlay_z*.png"))
