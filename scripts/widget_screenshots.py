@@ -84,8 +84,10 @@ def main() -> int:
         d = p.sum() + r.sum()
         return float(2 * (p & r).sum() / d) if d else 1.0
 
+    z_show = (zs[0] + zs[1]) // 2  # a tumour slice that was not corrected
+
     def shot(name: str) -> None:
-        viewer.dims.set_point(0, float(image.data_to_world((zs[0], 0, 0))[0]))
+        viewer.dims.set_point(0, float(image.data_to_world((z_show, 0, 0))[0]))
         for _ in range(10):
             QApplication.processEvents()
             time.sleep(0.02)

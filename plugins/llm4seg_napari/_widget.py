@@ -47,6 +47,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -55,6 +56,7 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QRadioButton,
+    QScrollArea,
     QSizePolicy,
     QSpinBox,
     QToolButton,
@@ -251,7 +253,17 @@ class LLM4SegWidget(QWidget):
     # ================================================================== layout
     def _build_ui(self) -> None:
         self.setMinimumWidth(330)
-        root = QVBoxLayout(self)
+        # everything in a scroll area: on a short screen the panel scrolls instead of
+        # squeezing its boxes (the fine-tune plot first)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        self.scroll_area = QScrollArea()
+        self.scroll_area.setWidgetResizable(True)
+        self.scroll_area.setFrameShape(QFrame.Shape.NoFrame)
+        outer.addWidget(self.scroll_area)
+        content = QWidget()
+        self.scroll_area.setWidget(content)
+        root = QVBoxLayout(content)
         root.setContentsMargins(6, 6, 6, 6)
         root.setSpacing(8)
 
@@ -430,6 +442,14 @@ class LLM4SegWidget(QWidget):
         root.addWidget(self.save_button)
         root.addStretch(1)
         self._update_corrections_view()
+        self._content = content
+        self._fit_width()
+
+    def _fit_width(self) -> None:
+        """Wide enough for the content beside a vertical scroll bar (size hints settle once
+        the style is applied, so showEvent calls this again)."""
+        bar = self.scroll_area.verticalScrollBar().sizeHint().width()
+        self.setMinimumWidth(max(330, self._content.minimumSizeHint().width() + bar + 2))
 
     @staticmethod
     def _combo(tip: str) -> QComboBox:
@@ -920,6 +940,7 @@ class LLM4SegWidget(QWidget):
 
     def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
         super().showEvent(event)
+        self._fit_width()
         top = self.window()
         if top is not self and top is not self._watched:
             if self._watched is not None:
