@@ -189,10 +189,13 @@ def main() -> int:
         watch.stop()
         stamps.append(t1)
         ticks, worst, p99 = gap_stats(stamps)
+        gaps = np.diff(np.asarray(stamps))
+        worst_at = (stamps[int(np.argmax(gaps))] - t0) * 1e3 if gaps.size else float("nan")
         row = {"job": name, "seconds": t1 - t0, "ticks": ticks, "max_gap_ms": worst,
                "p99_gap_ms": p99, "status": widget.status_label.text()}
         print(f"{name:<10} duration {row['seconds'] * 1e3:9.0f} ms  ticks {ticks:6d}  "
-              f"longest stall {worst:8.1f} ms  p99 gap {p99:7.1f} ms", flush=True)
+              f"longest stall {worst:8.1f} ms (from +{worst_at:.0f} ms)  p99 gap {p99:7.1f} ms",
+              flush=True)
         print(f"           status: {row['status']}", flush=True)
         if tracer is not None:
             tracer.report()
