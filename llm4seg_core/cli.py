@@ -214,21 +214,27 @@ def _demo_fewshot(args: argparse.Namespace, seg: Any, volume: Any, reference: An
     from llm4seg_core.postprocess import keep_seeded_components
     from llm4seg_core.training import Callbacks, FinetuneConfig, finetune
 
+    from llm4seg_core.checkpoints import resolve_model
+    from llm4seg_core.inference import Segmenter
+
     slices = choose_slices(reference, args.fewshot)
     corrected = np.zeros_like(reference)
     corrected[slices] = reference[slices]
     print(f"few-shot: the expert outline on slice(s) {slices} stands in for your corrections")
+    # a fresh copy of the model, as the UIs do: the Segmenter has prepared its own for inference
+    model = resolve_model(getattr(args, "model", None), _store(args), device="cpu").model
     cfg = FinetuneConfig(device=args.device)
     update, close = _progress_bar("fine-tuning", args.quiet)
     try:
-        result = finetune(seg.model, CorrectionSet(volume, corrected, slices), cfg,
+        result = finetune(model, CorrectionSet(volume, corrected, slices), cfg,
                           Callbacks(on_progress=update))
     finally:
         close()
+    tuned = Segmenter(model, device=args.device, batch_size=seg.batch_size)
     others = [z for z in range(volume.n_slices) if z not in set(slices)]
     update, close = _progress_bar("segmenting", args.quiet)
     try:
-        labels = seg.segment(volume, slices=others, progress=update, out=corrected.copy())
+        labels = tuned.segment(volume, slices=others, progress=update, out=corrected.copy())
     finally:
         close()
     seeded, _ = keep_seeded_components(labels, slices)
@@ -236,6 +242,9 @@ def _demo_fewshot(args: argparse.Namespace, seg: Any, volume: Any, reference: An
     keep[slices] = False
     raw_d, seeded_d = dice(labels[keep], reference[keep]), dice(seeded[keep], reference[keep])
     mask_path = write_mask(seeded, volume, outdir / f"{args.case}_fewshot{args.fewshot}_mask.nrrd")
+    tumour = [z for z in range(volume.n_slices) if reference[z].any() and z not in set(slices)]
+    if tumour:  # the largest uncorrected cross-section: model output, not the stand-in outline
+        z_show = max(tumour, key=lambda z: int(np.count_nonzero(reference[z])))
     png = write_png(overlay_rgb(volume, seeded, z_show, reference=reference),
                     outdir / f"{args.case}_fewshot{args.fewshot}_overlay_z{z_show}.png")
     print(f"fine-tuned {cfg.steps} steps in {result.seconds:.1f} s; on the {len(others)} other slices "
