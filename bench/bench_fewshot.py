@@ -162,8 +162,10 @@ def load_base(name: str, path: Path) -> tuple[Any, dict[str, Any]]:
 
 
 def run_one(base, task: Task, slices: list[int], *, steps: int | None, seed: int, device: str,
-            seg_batch: int) -> dict[str, Any]:
-    """Fresh copy of ``base`` -> fine-tune on ``slices`` (none: k=0) -> segment -> score."""
+            seg_batch: int, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fresh copy of ``base`` -> fine-tune on ``slices`` (none: k=0) -> segment -> score.
+
+    ``config``: more FinetuneConfig fields (bench/finetune_sweep.py varies them)."""
     from llm4seg_core.datasets import CorrectionSet
     from llm4seg_core.inference import Segmenter
     from llm4seg_core.training import FinetuneConfig, finetune
@@ -171,7 +173,7 @@ def run_one(base, task: Task, slices: list[int], *, steps: int | None, seed: int
     model = copy.deepcopy(base)
     rec: dict[str, Any] = {"slices": list(slices), "seed": seed}
     if slices:
-        kw: dict[str, Any] = {"device": device, "seed": seed}
+        kw: dict[str, Any] = {"device": device, "seed": seed, **(config or {})}
         if steps is not None:
             kw["steps"] = steps
         cfg = FinetuneConfig(**kw)

@@ -207,15 +207,14 @@ def _demo_fewshot(args: argparse.Namespace, seg: Any, volume: Any, reference: An
     corrections; fine-tune on them, segment the rest, keep regions touching them."""
     import numpy as np
 
+    from llm4seg_core.checkpoints import resolve_model
     from llm4seg_core.datasets import CorrectionSet, choose_slices
+    from llm4seg_core.inference import Segmenter
     from llm4seg_core.io import write_mask
     from llm4seg_core.metrics import dice
     from llm4seg_core.overlay import overlay_rgb, write_png
     from llm4seg_core.postprocess import keep_seeded_components
     from llm4seg_core.training import Callbacks, FinetuneConfig, finetune
-
-    from llm4seg_core.checkpoints import resolve_model
-    from llm4seg_core.inference import Segmenter
 
     slices = choose_slices(reference, args.fewshot)
     corrected = np.zeros_like(reference)

@@ -13,8 +13,8 @@ import json
 import math
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from llm4seg_core.errors import LLM4SegError

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["keep_seeded_components", "seed_summary"]
+__all__ = ["keep_seeded_components"]
 
 
 def _components(binary: np.ndarray) -> np.ndarray:
@@ -29,15 +29,6 @@ def _components(binary: np.ndarray) -> np.ndarray:
     img = sitk.GetImageFromArray(binary.astype(np.uint8))
     cc = sitk.ConnectedComponent(img, True)  # fullyConnected=True
     return sitk.GetArrayViewFromImage(cc).astype(np.int64, copy=True)
-
-
-def seed_summary(labels: np.ndarray, corrected: Sequence[int]) -> dict[int, int]:
-    """Voxels of each non-zero label value on the corrected slices (the seeds)."""
-    zs = sorted({int(z) for z in corrected})
-    if not zs:
-        return {}
-    vals, counts = np.unique(np.asarray(labels)[zs], return_counts=True)
-    return {int(v): int(c) for v, c in zip(vals, counts) if v != 0}
 
 
 def keep_seeded_components(labels: np.ndarray, corrected: Sequence[int]) -> tuple[np.ndarray, dict]:
@@ -56,10 +47,10 @@ def keep_seeded_components(labels: np.ndarray, corrected: Sequence[int]) -> tupl
         # a 2-D image: the only slice is the corrected one, nothing to filter
         return out, {"note": "2-D image: nothing to filter"}
     zs = sorted({int(z) for z in corrected if 0 <= int(z) < arr.shape[0]})
-    seeds = seed_summary(arr, zs)
+    seeded_values = {int(v) for v in np.unique(arr[zs])} - {0} if zs else set()
     summary: dict = {"labels": {}}
     for value in (int(v) for v in np.unique(arr) if v != 0):
-        if value not in seeds:
+        if value not in seeded_values:
             summary["labels"][value] = {"seeded": False}
             continue
         cc = _components(arr == value)

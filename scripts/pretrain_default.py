@@ -176,11 +176,30 @@ def _binary_from_multiclass(model, spec_binary, device):
     return binary
 
 
+def _run_stage(label: str, model, data, args: argparse.Namespace, *, device, epochs: int,
+               trainable: str, seed: int, budget: float) -> dict:
+    """Train ``model`` on ``data`` until ``epochs`` or ``budget`` seconds; printed as ``label``."""
+    from llm4seg_core.training import Callbacks, Trainer, TrainConfig
+
+    cfg = TrainConfig(epochs=epochs, batch_size=args.batch, seed=seed, device=str(device),
+                      trainable=trainable, optimizer=args.optimizer, lr=args.lr,
+                      crop_size=args.crop)
+    t0 = time.perf_counter()
+    deadline = t0 + budget
+    res = Trainer(model, cfg, Callbacks(
+        cancel=lambda: time.perf_counter() > deadline,
+        on_metrics=lambda m: print(f"  {label} {json.dumps(m)}", flush=True),
+    )).fit(data)
+    seconds = time.perf_counter() - t0
+    print(f"stage {label}: {res.steps} steps in {seconds:.0f} s", flush=True)
+    return {"steps": res.steps, "seconds": round(seconds, 1),
+            "last": res.history[-1] if res.history else None}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from llm4seg_core.checkpoints import save_checkpoint
     from llm4seg_core.device import describe_device, resolve_device
     from llm4seg_core.model import PRESETS, build_model
-    from llm4seg_core.training import Callbacks, Trainer, TrainConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -192,14 +211,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     lesion_case = np.isin(case, TRAIN_CASES)
     # lesions are on 9 training slices: repeat those so that an epoch is not all background
     lesion = (y == LESION).any(axis=(1, 2)) & lesion_case
-    stage_a = np.concatenate([train_idx] + [np.nonzero(lesion)[0]] * (args.pos_repeat - 1))
-    # stage B (binary lesion head): the lesion cases (lesion slices repeated) + atlas slices
+    # both stages train on these slices; stage B (binary lesion head) sees the atlas slices
     # as lesion-free examples, their regions mapped to background
-    stage_b = stage_a
+    idx = np.concatenate([train_idx] + [np.nonzero(lesion)[0]] * (args.pos_repeat - 1))
     yb = (y == LESION).astype(np.uint8)
     device = resolve_device(args.device)
     print(f"device: {describe_device(device)}; torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"stage A: {len(stage_a)} slices/epoch, {n_classes} classes; "
+    print(f"stage A: {len(idx)} slices/epoch, {n_classes} classes; "
           f"held out: {', '.join(HELDOUT_CASES)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -210,33 +228,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         history = {}
         if n_classes > 2:
-            spec_a = spec.with_(num_classes=n_classes)
-            model = build_model(spec_a, device=device, seed=args.seed)
-            cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, seed=args.seed,
-                              device=str(device), trainable="all-but-llm",
-                              optimizer=args.optimizer, lr=args.lr, crop_size=args.crop)
-            deadline = time.perf_counter() + args.time_budget
-            res = Trainer(model, cfg, Callbacks(
-                cancel=lambda: time.perf_counter() > deadline,
-                on_metrics=lambda m: print(f"  A {json.dumps(m)}", flush=True),
-            )).fit(SliceArrays(x[stage_a], y[stage_a]))
-            history["stage_a"] = {"steps": res.steps, "seconds": round(time.perf_counter() - t0, 1),
-                                  "last": res.history[-1] if res.history else None}
-            print(f"{name} stage A: {res.steps} steps in {time.perf_counter() - t0:.0f} s", flush=True)
+            model = build_model(spec.with_(num_classes=n_classes), device=device, seed=args.seed)
+            history["stage_a"] = _run_stage("A", model, SliceArrays(x[idx], y[idx]), args,
+                                            device=device, epochs=args.epochs, trainable="all-but-llm",
+                                            seed=args.seed, budget=args.time_budget)
             model = _binary_from_multiclass(model, spec, device)
         else:
             model = build_model(spec, device=device, seed=args.seed)
-        t1 = time.perf_counter()
-        cfg = TrainConfig(epochs=args.stage_b_epochs, batch_size=args.batch, seed=args.seed + 1,
-                          device=str(device), trainable=args.stage_b_trainable,
-                          optimizer=args.optimizer, lr=args.lr, crop_size=args.crop)
-        deadline = time.perf_counter() + args.stage_b_budget
-        res = Trainer(model, cfg, Callbacks(
-            cancel=lambda: time.perf_counter() > deadline,
-            on_metrics=lambda m: print(f"  B {json.dumps(m)}", flush=True),
-        )).fit(SliceArrays(x[stage_b], yb[stage_b]))
-        history["stage_b"] = {"steps": res.steps, "seconds": round(time.perf_counter() - t1, 1),
-                              "last": res.history[-1] if res.history else None}
+        history["stage_b"] = _run_stage("B", model, SliceArrays(x[idx], yb[idx]), args,
+                                        device=device, epochs=args.stage_b_epochs,
+                                        trainable=args.stage_b_trainable, seed=args.seed + 1,
+                                        budget=args.stage_b_budget)
         dt = time.perf_counter() - t0
         dices = {c: heldout_dice(model, x[case == c], yb[case == c], device) for c in HELDOUT_CASES}
         info = {
