@@ -60,3 +60,25 @@ def describe_device(device: torch.device) -> str:
         n = torch.get_num_threads()
         return f"cpu ({n} thread{'s' if n != 1 else ''})"
     return str(device)
+
+
+
+def flush_denormals() -> bool:
+    """Make the calling thread treat denormal floats as zero (x86 FTZ/DAZ); False if unsupported.
+
+    During fine-tuning some weights and gradients decay into the denormal range,
+    where CPU float arithmetic is many times slower. Measured on lung2 (k = 2,
+    240 steps, 2 cores): the time per 20 steps grew from 3.6 s to 10.8 s, 66 s
+    in all, against a flat 3.5 s, 42 s in all, with this set; the trained
+    weights were the same. Values below about 1e-38 become 0, which no
+    segmentation can see.
+
+    The mode is per thread, and the intra-op worker threads copy it from the
+    thread that starts them, so it is set when this module is first imported and
+    again at the start of each engine call (fine-tune, training, segmentation)
+    and each UI worker; it is left on.
+    """
+    return bool(torch.set_flush_denormal(True))
+
+
+flush_denormals()  # in the importing thread, so that worker threads it starts inherit it

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llm4seg_core.device import resolve_device
+from llm4seg_core.device import flush_denormals, resolve_device
 from llm4seg_core.errors import Cancelled, LLM4SegError
 from llm4seg_core.io import Volume
 from llm4seg_core.model.network import LLM4SegNet
@@ -119,6 +119,7 @@ class Segmenter:
         left as they are. Raises :class:`Cancelled` when ``cancel`` is set; the
         slices done so far are already in ``out``.
         """
+        flush_denormals()
         spec = self.model.spec
         shape = volume.spatial_shape
         n = volume.n_slices

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from llm4seg_core.device import resolve_device
+from llm4seg_core.device import flush_denormals, resolve_device
 from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.metrics import overlap_scores
 from llm4seg_core.model.network import LLM4SegNet
@@ -356,6 +356,29 @@ def _crop_offset(label: torch.Tensor, crop: int, gen: torch.Generator, fg_prob: 
     ny, nx = (h - crop) // align + 1, (w - crop) // align + 1
     return (int(torch.randint(ny, (), generator=gen)) * align,
             int(torch.randint(nx, (), generator=gen)) * align)
+
+
+def _decode_crops(net: torch.nn.Module, cache: list[list[torch.Tensor]], variants: list[int],
+                  picks: list[tuple[int, int, int, int]], c: int, levels: int) -> torch.Tensor:
+    """Decoder logits on crops of cached encoder features.
+
+    The bottleneck module (the LLM block) sees the whole slice's token grid, as at
+    inference; only its output and the skips are cropped, so the decoder runs on a
+    ``c`` x ``c`` window. Offsets are multiples of 16.
+    """
+    deep = levels - 1
+    f = 1 << deep
+    full = torch.stack([cache[variants.index(d)][deep][i] for i, d, _, _ in picks])
+    x = net.bottleneck(full)
+    x = torch.stack([x[b, :, oy // f:(oy + c) // f, ox // f:(ox + c) // f]
+                     for b, (_, _, oy, ox) in enumerate(picks)])
+    for lvl, up in zip(reversed(range(deep)), net.decoder, strict=True):
+        f = 1 << lvl
+        skip = torch.stack([cache[variants.index(d)][lvl][i, :, oy // f:(oy + c) // f,
+                                                          ox // f:(ox + c) // f]
+                            for i, d, oy, ox in picks])
+        x = up(x, skip)
+    return net.head(x)
 
 
 def augment_batch(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, *, augment: bool,
@@ -677,6 +700,8 @@ class Trainer:
             resume: bool = False, meta: dict[str, Any] | None = None) -> TrainResult:
         from torch.utils.data import DataLoader, DistributedSampler
 
+        flush_denormals()
+
         cfg, cb, dist_ = self.config, self.callbacks, self.dist
         if len(train) == 0:
             raise LLM4SegError("the training set is empty")
@@ -828,6 +853,8 @@ def finetune(model: LLM4SegNet, corrections: Any, config: FinetuneConfig | None 
     """
     from llm4seg_core.datasets import LabelMap
 
+    flush_denormals()
+
     cfg = config or FinetuneConfig()
     cb = callbacks or Callbacks()
     t0 = time.perf_counter()
@@ -906,14 +933,7 @@ def finetune(model: LLM4SegNet, corrections: Any, config: FinetuneConfig | None 
             y = y.to(device)
             with _autocast(device, cfg.amp):
                 if use_cache:
-                    feats = []
-                    for lvl in range(len(spec.dims)):
-                        f = 1 << lvl
-                        feats.append(torch.stack([
-                            cache[variants.index(d)][lvl][i, :, oy // f:(oy + c) // f,
-                                                          ox // f:(ox + c) // f]
-                            for i, d, oy, ox in picks]))
-                    logits = net.decode(feats)
+                    logits = _decode_crops(net, cache, variants, picks, c, len(spec.dims))
                 else:
                     x = torch.stack([_dihedral(xs[i], d)[:, oy:oy + c, ox:ox + c]
                                      for i, d, oy, ox in picks]).to(device)

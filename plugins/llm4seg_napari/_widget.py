@@ -145,6 +145,9 @@ def guarded(fn: Callable[[], Any]) -> Callable[[], _Outcome]:
 
     def run() -> _Outcome:
         try:
+            from llm4seg_core.device import flush_denormals
+
+            flush_denormals()  # the thread's torch workers inherit it (see its docstring)
             return _Outcome(fn())
         except Exception as exc:  # noqa: BLE001 - every error reaches the person
             return _Outcome(None, exc, traceback.format_exc())
