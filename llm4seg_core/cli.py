@@ -213,7 +213,7 @@ def _demo_fewshot(args: argparse.Namespace, seg: Any, volume: Any, reference: An
     from llm4seg_core.io import write_mask
     from llm4seg_core.metrics import dice
     from llm4seg_core.overlay import overlay_rgb, write_png
-    from llm4seg_core.postprocess import keep_seeded_components
+    from llm4seg_core.postprocess import DEFAULT_STEP_MM, keep_seeded_components, pixel_mm
     from llm4seg_core.training import Callbacks, FinetuneConfig, finetune
 
     slices = choose_slices(reference, args.fewshot)
@@ -236,7 +236,7 @@ def _demo_fewshot(args: argparse.Namespace, seg: Any, volume: Any, reference: An
         labels = tuned.segment(volume, slices=others, progress=update, out=corrected.copy())
     finally:
         close()
-    seeded, _ = keep_seeded_components(labels, slices)
+    seeded, _ = keep_seeded_components(labels, slices, pixel_size=pixel_mm(volume))
     keep = np.ones(volume.n_slices, bool)
     keep[slices] = False
     raw_d, seeded_d = dice(labels[keep], reference[keep]), dice(seeded[keep], reference[keep])
@@ -247,7 +247,8 @@ def _demo_fewshot(args: argparse.Namespace, seg: Any, volume: Any, reference: An
     png = write_png(overlay_rgb(volume, seeded, z_show, reference=reference),
                     outdir / f"{args.case}_fewshot{args.fewshot}_overlay_z{z_show}.png")
     print(f"fine-tuned {cfg.steps} steps in {result.seconds:.1f} s; on the {len(others)} other slices "
-          f"Dice {raw_d:.3f}, {seeded_d:.3f} keeping regions that touch the corrections")
+          f"Dice {raw_d:.3f}, {seeded_d:.3f} keeping what continues the corrections "
+          f"(at most {DEFAULT_STEP_MM:g} mm a slice)")
     print(f"mask:    {mask_path}")
     print(f"overlay: {png}")
 

@@ -18,6 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from llm4seg_core.errors import LLM4SegError
+from llm4seg_core.postprocess import DEFAULT_STEP_MM
+
+
+def _step_mm(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of mm: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("the step must be more than 0 mm")
+    return value
 
 
 def _log_fn(quiet: bool):
@@ -262,11 +275,12 @@ def _complete(args: argparse.Namespace, model: Any, volume: Any, labels: Any, sl
     finally:
         close()
     if args.seeded:
-        from llm4seg_core.postprocess import keep_seeded_components
+        from llm4seg_core.postprocess import keep_seeded_components, pixel_mm
 
-        out, info = keep_seeded_components(out, slices)
-        dropped = sum(v.get("regions_dropped", 0) for v in info.get("labels", {}).values())
-        log(f"dropped {dropped} region(s) touching no corrected voxel")
+        out, info = keep_seeded_components(out, slices, step_mm=args.step_mm,
+                                           pixel_size=pixel_mm(volume))
+        removed = sum(v.get("voxels_removed", 0) for v in info.get("labels", {}).values())
+        log(f"removed {removed} voxel(s) that do not continue the corrected slices")
     path = write_mask(out, volume, args.complete)
     print(f"wrote {path} ({len(others)} slice(s) segmented, {len(slices)} from the mask)")
 
@@ -350,7 +364,12 @@ def register(sub: Any) -> None:
                    help="then segment the other slices with the new model and write the whole "
                         "mask here (the --slices keep their labels from MASK)")
     f.add_argument("--seeded", action="store_true",
-                   help="with --complete: drop regions that touch no labelled voxel of the --slices")
+                   help="with --complete: keep only what continues the labels of the --slices, "
+                        "slice by slice (see --step-mm)")
+    f.add_argument("--step-mm", type=_step_mm, default=DEFAULT_STEP_MM, metavar="MM",
+                   help="with --seeded: how far a region may move or grow from one slice to the "
+                        f"next (default {DEFAULT_STEP_MM:g}); 'none' keeps whole 3-D regions "
+                        "touching a labelled voxel")
     f.add_argument("--store", metavar="DIR", help="model store folder (default: the user's)")
     f.add_argument("--device", default="auto")
     f.add_argument("--seed", type=int, default=0)

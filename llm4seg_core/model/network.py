@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from llm4seg_core.device import flush_denormals
 from llm4seg_core.model.cmunext import CMUNeXt
 from llm4seg_core.model.llm_block import LLMBlock
 from llm4seg_core.model.spec import ModelSpec
@@ -101,6 +102,7 @@ def build_model(
     adapters are initialised from ``seed``.
     """
     spec = spec or ModelSpec()
+    flush_denormals()  # before the first torch work of this thread (see its docstring)
     device = torch.device(device)
     if llm_dtype is None:
         llm_dtype = torch.bfloat16 if device.type == "cuda" and spec.freeze_llm else torch.float32

@@ -329,11 +329,11 @@ class LLM4SegWidget(QWidget):
             "again (and are unmarked)"
         )
         lay.addWidget(self.overwrite_check)
-        self.seeded_check = QCheckBox("Keep only regions touching corrections")
+        self.seeded_check = QCheckBox("Keep only what continues my corrections")
         self.seeded_check.setToolTip(
-            "after a whole-volume Segment, drop every 3-D region of a label that touches none of "
-            "your corrected slices' voxels of that label (stray false positives elsewhere go; a "
-            "lesion you outlined is kept whole). Leave unticked when there are other lesions "
+            "after a whole-volume Segment, keep of each label only what continues your corrected "
+            "slices' outline of it, slice by slice, moving or growing at most 3 mm a slice; "
+            "stray false positives elsewhere go. Leave unticked when there are other lesions "
             "you have not outlined yet."
         )
         lay.addWidget(self.seeded_check)
@@ -1075,7 +1075,8 @@ class LLM4SegWidget(QWidget):
         from llm4seg_core.postprocess import keep_seeded_components
 
         data = np.asarray(mask.data)
-        filtered, info = keep_seeded_components(data, seeds)
+        sy, sx = (float(v) for v in mask.scale[-2:])
+        filtered, info = keep_seeded_components(data, seeds, pixel_size=(sy, sx))
         labels = info.get("labels", {})
         removed = sum(v.get("voxels_removed", 0) for v in labels.values())
         dropped = sum(v.get("regions_dropped", 0) for v in labels.values())
@@ -1086,7 +1087,8 @@ class LLM4SegWidget(QWidget):
             for z in changed:
                 mask.data[z] = filtered[z]
             mask.refresh()
-        return f"; {dropped} region(s) touching no correction removed ({removed} voxels)"
+        return (f"; kept what continues your corrections: {removed} voxels in "
+                f"{dropped} region(s) removed")
 
     # ================================================================== fine-tune
     def finetune(self) -> bool:

@@ -417,7 +417,7 @@ def test_series_picker_opens_another_series(make_napari_viewer, qtbot, tmp_path:
     assert new.metadata[VOLUME_KEY]["meta"]["series_uid"] == SERIES_B
 
 
-def test_keep_only_regions_touching_corrections(setup, qtbot, monkeypatch) -> None:
+def test_keep_only_what_continues_corrections(setup, qtbot, monkeypatch) -> None:
     import llm4seg_napari._widget as widget_module
     from llm4seg_napari._workers import SegmentResult
 
@@ -446,5 +446,5 @@ def test_keep_only_regions_touching_corrections(setup, qtbot, monkeypatch) -> No
     _wait(qtbot, widget)
     assert not mask.data[0:2].any() and not mask.data[10:12].any()
     np.testing.assert_array_equal(mask.data[2:9, 20:30, 20:30], 1)
-    assert "2 region(s) touching no correction removed" in widget.status_label.text()
+    assert "continues your corrections: 68 voxels in 2 region(s) removed" in widget.status_label.text()
     assert widget.corrected_slices == [5]
