@@ -72,7 +72,8 @@ def default_model_card(resources: Path | None = None) -> ModelCard:
     ckpt = (models / "default.safetensors") if resources is not None else default_checkpoint()
     if ckpt is not None and not ckpt.is_file():
         ckpt = None
-    card_path = next((models / n for n in CARD_NAMES if (models / n).is_file()), None)
+    card_dir = ckpt.parent if ckpt is not None else models  # a wheel: <prefix>/share/llm4seg/models
+    card_path = next((card_dir / n for n in CARD_NAMES if (card_dir / n).is_file()), None)
     if ckpt is None:
         readme = root / "README.md"
         return ModelCard(

@@ -445,8 +445,10 @@ def main(argv: list[str] | None = None) -> int:
                     ft = f"fine-tune {rec['finetune_s']:.1f} s, " if rec["finetune_s"] else ""
                     log(f"  k={k} {v:<14} seed {seed} slices {slices}: Dice {rec['dice']:.3f} "
                         f"(prec {rec['precision']:.3f}, sens {rec['sensitivity']:.3f}, "
-                        f"FP voxels on empty slices {rec['fp_voxels_on_empty_slices']}); "
-                        f"{ft}segment {rec['segment_s']:.1f} s")
+                        f"FP voxels on empty slices {rec['fp_voxels_on_empty_slices']})"
+                        + (f", continued {rec['dice_seeded']:.3f} (3-D regions "
+                           f"{rec['dice_seeded_3d']:.3f})" if "dice_seeded" in rec else "")
+                        + f"; {ft}segment {rec['segment_s']:.1f} s")
                     dump()
     out["total_s"] = time.perf_counter() - t_start
     log()

@@ -148,9 +148,19 @@ def load_checkpoint(
 
 
 def default_checkpoint() -> Path | None:
-    """The trained default model shipped in resources/, if there is one."""
-    here = Path(__file__).resolve().parent.parent / "resources" / "models" / "default.safetensors"
-    return here if here.is_file() else None
+    """The trained default model shipped in resources/, if there is one.
+
+    A source checkout or editable install has it in ``resources/models``; a
+    wheel puts it in ``<prefix>/share/llm4seg/models`` (pyproject's data-files).
+    """
+    import sys
+
+    name = "default.safetensors"
+    for folder in (Path(__file__).resolve().parent.parent / "resources" / "models",
+                   Path(sys.prefix) / "share" / "llm4seg" / "models"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
 
 
 # --------------------------------------------------------------------------
