@@ -118,19 +118,21 @@ class TrainConfig:
 class FinetuneConfig:
     """Few-shot fine-tuning on corrected slices; defaults aim at <= 60 s on a 2-core CPU.
 
-    Chosen by experiment (docs/benchmarks.md, ``bench/finetune_sweep.py``; lung2
-    tumour and brain1 lesion, k = 2, from the shipped default base):
+    Chosen by experiment (docs/benchmarks.md, "Few-shot volume completion";
+    ``bench/finetune_sweep.py``; lung2 tumour and brain1 lesion, k = 2, two
+    seeds, from the shipped default base):
 
     * 160 x 160 crops, 180 steps: the encoder's features are cached and the LLM
       block runs on the whole slice's 16 x 16 token grid, as at inference; only
-      the decoder runs on the crop, so a step costs about a third of a whole
-      slice's and 180 steps fit in about 47 s. With the slice-by-slice
-      completion filter (postprocess, 3 mm) two seeds scored lung2 0.722 and
-      0.721, brain1 0.650 and 0.408, against 0.543 / 0.358 and 0.559 / - for 80
-      whole-slice steps. Raw Dice (no filter) is low either way (0.14-0.20).
-    * adapters + decoder: training the encoder too (``all-but-llm``, 128 crops
-      without the cache, 150 steps) scored no better (0.16 / 0.23 raw).
-    * lr 1e-3: 2e-3 was no better (0.19 / 0.15 raw).
+      the decoder runs on the crop, so a step costs about 40 % of a whole
+      slice's and 180 steps take 42-48 s on a 2-core CPU. With the
+      continuation filter (postprocess, 3 mm) the two seeds scored lung2 0.723
+      and 0.721, brain1 0.650 and 0.408, against 0.543 / 0.358 and 0.559 for
+      80 whole-slice steps. Raw Dice (no filter) is low either way (0.04-0.23).
+    * 220 steps, BCE weight 0.25 or 2, 128 crops, lr 2e-3: no better; 220
+      steps take 57 s, too close to the 60 s budget.
+    * adapters + decoder: training the encoder too (``all-but-llm``, uncached
+      128 crops, 150 steps) scored no better (0.16 / 0.23 raw).
     """
 
     steps: int = 180

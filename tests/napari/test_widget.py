@@ -97,6 +97,13 @@ def test_manifest_opens_the_dock_widget(make_napari_viewer) -> None:
     assert any(t.startswith("untrained") for t in labels)
 
 
+def test_steps_default_is_the_engines(setup) -> None:
+    from llm4seg_core.training import FinetuneConfig
+
+    _, widget, _ = setup
+    assert widget.steps_spin.value() == FinetuneConfig.steps
+
+
 def test_window_presets_change_only_contrast(setup) -> None:
     viewer, widget, image = setup
     before = image.data.copy()
