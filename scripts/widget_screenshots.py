@@ -10,7 +10,7 @@ Story, with the shipped default model (or --model): open the lung2 sample,
 Segment the whole volume, "correct" two slices through the tumour by writing
 the expert outline into them with ``data_setitem`` (the same undoable edit
 the paint tools make, so the widget tracks them), Fine-tune, Segment again
-with "keep only regions touching corrections". Writes
+with "keep only what continues my corrections". Writes
 
     widget_segmented.png   after the first Segment (default model)
     widget_finetune.png    after Fine-tune: the live loss / Dice plot
@@ -114,7 +114,7 @@ def main() -> int:
     widget.seeded_check.setChecked(True)
     widget.segment_again_button.click()
     wait("segment again")
-    print(f"Dice (fine-tuned, regions touching corrections, uncorrected slices): {dice(mask.data):.3f}")
+    print(f"Dice (fine-tuned, continued from the corrections, uncorrected slices): {dice(mask.data):.3f}")
     shot("widget_after.png")
     viewer.close()
     return 0

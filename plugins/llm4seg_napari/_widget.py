@@ -1068,7 +1068,7 @@ class LLM4SegWidget(QWidget):
             )
 
     def _apply_seeded(self, result: SegmentResult) -> str:
-        """The "keep only regions touching corrections" step; returns text for the status."""
+        """The "keep only what continues my corrections" step; returns text for the status."""
         mask = self.mask_layer
         if (not self.seeded_check.isChecked() or mask is None or mask.data.ndim != 3
                 or len(result.slices) < 2):
