@@ -11,13 +11,19 @@ Two ways to decide what continues an outline:
   corrected slice. On the next slice the prediction is cut to within
   ``step_mm`` (in-plane) of what was kept on the previous one, and of that
   only the 2-D regions overlapping the previous slice's kept region remain;
-  the walk stops at the first slice where nothing remains. A region can shift
-  or grow by at most ``step_mm`` per slice, so a thin bridge (a vessel, the
-  pleura) cannot carry the mask far away.
+  the walk stops at the first slice where nothing remains. A region must
+  overlap the previous slice's and can grow by at most ``step_mm`` per
+  slice, so a thin bridge (a vessel, the pleura) cannot carry the mask far
+  away.
 * ``step_mm=None``: 3-D connected regions (26-neighbourhood) touching an
-  outlined voxel are kept whole. Measured in docs/benchmarks.md: on lung2 such
-  regions leaked along hilar vessels for 16 slices, and on brain1 through most
-  of the brain (Dice 0.06-0.08 against 0.41-0.72 with 3 mm steps).
+  outlined voxel are kept whole.
+
+Measured in docs/benchmarks.md (few-shot benchmark, run C): with 3-D regions
+the lung2 tumour's region leaked along hilar vessels for 16 slices (Dice 0.254
+against 0.723 for 3 mm steps on the same prediction). Over the benchmark's
+lung2/brain1 cells the 3 mm walk is better in 4 of 6, equal in one, and worse
+where one annotated slice holds a lesion's smallest cross-section and the
+lesion grows faster than 3 mm a slice (brain1, k = 1).
 
 It is an option (``seeded`` in the UIs and ``--seeded`` on the command line):
 a scan with several separate lesions of which only one was outlined loses
