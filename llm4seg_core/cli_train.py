@@ -151,9 +151,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     log(f"device {trainer.device}{f', {dist_.world_size} processes (DDP)' if dist_.distributed else ''}; "
         f"trainable {cfg.trainable}: {counts.trainable:,} of {counts.total:,} parameters")
     t0 = time.perf_counter()
+    finished = False
     try:
         result = trainer.fit(train_ds, val_ds, checkpoint_dir=out, resume=state is not None,
                              meta=cancel_meta)
+        finished = True
     except KeyboardInterrupt:
         close()
         if main_rank:
@@ -166,6 +168,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             import torch.distributed as dist
 
             if dist.is_initialized():
+                if finished:
+                    # all ranks leave together: a rank tearing gloo down while rank 0 still
+                    # writes its checkpoint aborted once in CI ("terminate called without an
+                    # active exception", exit -6)
+                    dist.barrier()
                 dist.destroy_process_group()
     best = result.best_metrics
     log(f"done: {result.steps} steps in {time.perf_counter() - t0:.1f} s; best "
