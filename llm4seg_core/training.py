@@ -125,10 +125,11 @@ class FinetuneConfig:
     * 160 x 160 crops, 180 steps: the encoder's features are cached and the LLM
       block runs on the whole slice's 16 x 16 token grid, as at inference; only
       the decoder runs on the crop, so a step costs about 40 % of a whole
-      slice's and 180 steps take 42-48 s on a 2-core CPU. With the
+      slice's and 180 steps take 40-48 s on a 2-core CPU. With the
       continuation filter (postprocess, 3 mm) the two seeds scored lung2 0.723
       and 0.721, brain1 0.650 and 0.408, against 0.543 / 0.358 and 0.559 for
-      80 whole-slice steps. Raw Dice (no filter) is low either way (0.04-0.23).
+      80 whole-slice steps. Raw Dice (no filter) is low either way (0.14-0.20
+      in these four runs).
     * 220 steps, BCE weight 0.25 or 2, 128 crops, lr 2e-3: no better; 220
       steps take 57 s, too close to the 60 s budget.
     * adapters + decoder: training the encoder too (``all-but-llm``, uncached
@@ -372,19 +373,16 @@ def _decode_crops(net: torch.nn.Module, cache: list[list[torch.Tensor]], variant
     inference; only its output and the skips are cropped, so the decoder runs on a
     ``c`` x ``c`` window. Offsets are multiples of 16.
     """
-    deep = levels - 1
-    f = 1 << deep
-    full = torch.stack([cache[variants.index(d)][deep][i] for i, d, _, _ in picks])
-    x = net.bottleneck(full)
-    x = torch.stack([x[b, :, oy // f:(oy + c) // f, ox // f:(ox + c) // f]
-                     for b, (_, _, oy, ox) in enumerate(picks)])
-    for lvl, up in zip(reversed(range(deep)), net.decoder, strict=True):
+    def crops(maps: list[torch.Tensor], lvl: int) -> torch.Tensor:
         f = 1 << lvl
-        skip = torch.stack([cache[variants.index(d)][lvl][i, :, oy // f:(oy + c) // f,
-                                                          ox // f:(ox + c) // f]
-                            for i, d, oy, ox in picks])
-        x = up(x, skip)
-    return net.head(x)
+        return torch.stack([m[:, oy // f:(oy + c) // f, ox // f:(ox + c) // f]
+                            for m, (_, _, oy, ox) in zip(maps, picks, strict=True)])
+
+    deep = levels - 1
+    full = net.bottleneck(torch.stack([cache[variants.index(d)][deep][i] for i, d, _, _ in picks]))
+    skips = [crops([cache[variants.index(d)][lvl][i] for i, d, _, _ in picks], lvl)
+             for lvl in range(deep)]
+    return net.upsample(crops(list(full), deep), skips)
 
 
 def augment_batch(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, *, augment: bool,

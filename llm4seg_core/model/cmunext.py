@@ -133,8 +133,12 @@ class CMUNeXt(nn.Module):
 
     def decode(self, skips: list[torch.Tensor]) -> torch.Tensor:
         """The rest: bottleneck module, decoder, head (``skips`` as :meth:`encode` returns them)."""
+        return self.upsample(self.bottleneck(skips[-1]), skips[:-1])
+
+    def upsample(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        """Decoder stages and head from the bottleneck module's output ``x`` and the four
+        shallower encoder maps (shallowest first)."""
         skips = list(skips)
-        x = self.bottleneck(skips.pop())
         for up in self.decoder:
             x = up(x, skips.pop())
         return self.head(x)
