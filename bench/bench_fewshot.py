@@ -43,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -207,44 +208,72 @@ def run_one(base, task: Task, slices: list[int], *, steps: int | None, seed: int
         rec["sensitivity_seeded"] = s2["sensitivity"]
         seeded3d, _ = keep_seeded_components(filled, slices, step_mm=None)
         rec["dice_seeded_3d"] = score_other_slices(seeded3d, task.mask, slices)["dice"]
+        # ... and also filling the gaps between annotated slices ("fill between my corrected
+        # slices"): the mask the UIs give with both boxes ticked
+        both, _ = keep_seeded_components(filled, slices, pixel_size=pixel_mm(task.volume),
+                                         fill_between=True)
+        s3 = score_other_slices(both, task.mask, slices)
+        rec["dice_filled"] = s3["dice"]
+        rec["precision_filled"] = s3["precision"]
+        rec["sensitivity_filled"] = s3["sensitivity"]
     del model, seg
     return rec
+
+
+def interpolation_only(task: Task, slices: list[int]) -> dict[str, Any]:
+    """The baseline without a model: the annotated slices, and between each two of them the
+    outline interpolated from theirs (what "fill between" adds); nothing beyond them."""
+    from llm4seg_core.postprocess import interpolate_between, pixel_mm
+
+    pred = np.zeros_like(task.mask)
+    zs = sorted(slices)
+    pred[zs] = task.mask[zs]
+    for a, b in pairwise(zs):
+        pred[a + 1:b] = interpolate_between(task.mask[a], task.mask[b], b - a - 1,
+                                            pixel_mm(task.volume))
+    s = score_other_slices(pred, task.mask, slices)
+    return {"dice": s["dice"], "precision": s["precision"], "sensitivity": s["sensitivity"]}
 
 
 # --------------------------------------------------------------------------- report
 
 
+def _mean(recs: list[dict[str, Any]], key: str) -> float | None:
+    vals = [r[key] for r in recs if r.get(key) is not None]
+    return statistics.fmean(vals) if vals else None
+
+
 def fmt_cell(recs: list[dict[str, Any]]) -> str:
     if not recs:
         return "-"
-    d = [r["dice"] for r in recs]
-    cell = f"{statistics.fmean(d):.3f}"
-    if len(d) > 1:
-        cell += f"±{statistics.stdev(d):.3f}"
-    sd = [r["dice_seeded"] for r in recs if r.get("dice_seeded") is not None]
-    cell += f"/{statistics.fmean(sd):.3f}" if sd else "      "
-    if len(sd) > 1:
-        cell += f"±{statistics.stdev(sd):.3f}"
+    cell = "/".join(f"{m:.3f}" if m is not None else "  -  " for m in
+                    (_mean(recs, key) for key in ("dice", "dice_seeded", "dice_filled")))
     ft = [r["finetune_s"] for r in recs if r["finetune_s"] is not None]
     cell += f" {statistics.fmean(ft):5.1f}s" if ft else "   base"
     return cell
 
 
-def print_table(results: list[dict[str, Any]], variants: list[str], bases_meta: dict) -> None:
+def print_table(results: list[dict[str, Any]], variants: list[str], bases_meta: dict,
+                interp: dict[tuple[str, int], dict[str, Any]] | None = None) -> None:
+    interp = interp or {}
     rows: dict[tuple[str, int], dict[str, list[dict]]] = {}
     for r in results:
         rows.setdefault((r["task"], r["k"]), {}).setdefault(r["variant"], []).append(r)
     heads = [v + ("" if bases_meta[v]["trained"] else " (untrained base)") for v in variants]
     w0 = max([10] + [len(t) + 6 for t, _ in rows])
     widths = [max(len(h), 26) for h in heads]
-    log("Dice on the non-annotated slices: raw / keeping only what continues the annotation "
-        "slice by slice (mean[±sd over seeds]), and fine-tune wall time")
-    line = f"{'task / k':<{w0}}" + "".join(f" | {h:>{w}}" for h, w in zip(heads, widths))
+    log("Dice on the non-annotated slices (mean over seeds): raw / keeping only what continues "
+        "the annotation slice by slice / that and filling between annotated slices; fine-tune "
+        "wall time. Last column: the annotation interpolated between its slices, no model")
+    line = (f"{'task / k':<{w0}}" + "".join(f" | {h:>{w}}" for h, w in zip(heads, widths))
+            + " | interp. only")
     log(line)
     log("-" * len(line))
     for (task, k), by in rows.items():
+        ip = interp.get((task, k))
         log(f"{task + ' k=' + str(k):<{w0}}"
-            + "".join(f" | {fmt_cell(by.get(v, [])):>{w}}" for v, w in zip(variants, widths)))
+            + "".join(f" | {fmt_cell(by.get(v, [])):>{w}}" for v, w in zip(variants, widths))
+            + (f" | {ip['dice']:12.3f}" if ip else " |            -"))
     log("-" * len(line))
     for label, sel in (("mean k>=1", lambda r: r["k"] >= 1), ("mean k=0", lambda r: r["k"] == 0)):
         cells = []
@@ -253,10 +282,7 @@ def print_table(results: list[dict[str, Any]], variants: list[str], bases_meta: 
             if not rs:
                 cells.append(f" | {'-':>{w}}")
                 continue
-            ft = [r["finetune_s"] for r in rs if r["finetune_s"] is not None]
-            c = f"{statistics.fmean(r['dice'] for r in rs):.3f}"
-            c += f" {statistics.fmean(ft):5.1f}s" if ft else "   base"
-            cells.append(f" | {c:>{w}}")
+            cells.append(f" | {fmt_cell(rs):>{w}}")
         log(f"{label:<{w0}}" + "".join(cells))
     seg = {v: [r["segment_s"] for r in results if r["variant"] == v] for v in variants}
     log("segmentation of the whole volume, mean s: "
@@ -275,13 +301,15 @@ def print_verdict(results: list[dict[str, Any]], variants: list[str], bases_meta
             verdict["dice_target_met"] = d >= TARGET_DICE
             log(f"target {TARGET_TASK} k={TARGET_K} Dice >= {TARGET_DICE} ({main}): {d:.3f} -> "
                 f"{'MET' if d >= TARGET_DICE else 'NOT met'}")
-            sd = [r["dice_seeded"] for r in ft if r["variant"] == main and r["task"] == TARGET_TASK
-                  and r["k"] == TARGET_K and r.get("dice_seeded") is not None]
-            if sd:
-                d2 = statistics.fmean(sd)
-                verdict["dice_target_met_seeded"] = d2 >= TARGET_DICE
-                log(f"  keeping only what continues the annotation: {d2:.3f} -> "
-                    f"{'MET' if d2 >= TARGET_DICE else 'NOT met'}")
+            for key, what in (("dice_seeded", "keeping only what continues the annotation"),
+                              ("dice_filled", "that and filling between annotated slices")):
+                sd = [r[key] for r in ft if r["variant"] == main and r["task"] == TARGET_TASK
+                      and r["k"] == TARGET_K and r.get(key) is not None]
+                if sd:
+                    d2 = statistics.fmean(sd)
+                    verdict["dice_target_met_" + key.split("_")[1]] = d2 >= TARGET_DICE
+                    log(f"  {what}: {d2:.3f} (runs {', '.join(f'{x:.3f}' for x in sd)}) -> "
+                        f"{'MET' if d2 >= TARGET_DICE else 'NOT met'}")
         else:
             log(f"target {TARGET_TASK} k={TARGET_K} Dice: not measured in this run")
     for v in variants:
@@ -295,23 +323,30 @@ def print_verdict(results: list[dict[str, Any]], variants: list[str], bases_meta
     # does the LLM layer help? paired over (task, k, seed)
     if main in variants:
         key = lambda r: (r["task"], r["k"], r["seed"])  # noqa: E731
-        mine = {key(r): r["dice"] for r in ft if r["variant"] == main}
-        for other in variants:
-            if other == main:
-                continue
-            pairs = [(mine[key(r)], r["dice"]) for r in ft
-                     if r["variant"] == other and key(r) in mine]
-            if not pairs:
-                continue
-            diff = [a - b for a, b in pairs]
-            wins = sum(x > 0.005 for x in diff)
-            losses = sum(x < -0.005 for x in diff)
-            sd = statistics.stdev(diff) if len(diff) > 1 else float("nan")
-            verdict.setdefault("vs", {})[other] = {"mean_diff": statistics.fmean(diff),
-                                                   "wins": wins, "losses": losses, "n": len(diff)}
-            log(f"{main} minus {other}: mean Dice {statistics.fmean(diff):+.3f} "
-                f"(sd {sd:.3f}) over {len(diff)} runs; better in {wins}, worse in {losses}, "
-                f"tied (within 0.005) in {len(diff) - wins - losses}")
+        for metric, what in (("dice", "raw"), ("dice_seeded", "continued"),
+                             ("dice_filled", "continued + filled")):
+            mine = {key(r): r[metric] for r in ft if r["variant"] == main
+                    and r.get(metric) is not None}
+            for other in variants:
+                if other == main:
+                    continue
+                pairs = [(mine[key(r)], r[metric]) for r in ft
+                         if r["variant"] == other and key(r) in mine]
+                if not pairs:
+                    continue
+                diff = [a - b for a, b in pairs]
+                wins = sum(x > 0.005 for x in diff)
+                losses = sum(x < -0.005 for x in diff)
+                sd = statistics.stdev(diff) if len(diff) > 1 else float("nan")
+                stats = {"mean_diff": statistics.fmean(diff), "wins": wins, "losses": losses,
+                         "n": len(diff)}
+                if metric == "dice":
+                    verdict.setdefault("vs", {})[other] = stats
+                else:
+                    verdict.setdefault("vs_" + metric, {})[other] = stats
+                log(f"{main} minus {other} ({what}): mean Dice {statistics.fmean(diff):+.3f} "
+                    f"(sd {sd:.3f}) over {len(diff)} runs; better in {wins}, worse in {losses}, "
+                    f"tied (within 0.005) in {len(diff) - wins - losses}")
         untrained = [v for v in variants if not bases_meta[v]["trained"]]
         if untrained:
             log(f"caution: untrained bases ({', '.join(untrained)}): these numbers say nothing "
@@ -403,9 +438,11 @@ def main(argv: list[str] | None = None) -> int:
 
     results: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
+    interp: dict[tuple[str, int], dict[str, Any]] = {}
+    baselines: list[dict[str, Any]] = []
     out: dict[str, Any] = {"command": sys.argv, "machine": info, "bases": bases_meta,
                            "finetune_config": {**cfg.to_dict(), "steps": args.steps or cfg.steps},
-                           "results": results, "skipped": skipped}
+                           "results": results, "baselines": baselines, "skipped": skipped}
 
     def dump() -> None:
         if args.json:
@@ -435,6 +472,13 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as exc:
                 log(f"  skip k={k}: {exc}")
                 continue
+            if k:
+                ip = interpolation_only(task, slices)
+                interp[(task.name, k)] = ip
+                baselines.append({"task": task.name, "k": k, "slices": slices,
+                                  "interpolation_only": ip})
+                log(f"  k={k} annotation interpolated between its slices, no model: Dice "
+                    f"{ip['dice']:.3f} (prec {ip['precision']:.3f}, sens {ip['sensitivity']:.3f})")
             for v in variants:
                 for seed in seeds if k else seeds[:1]:
                     rec = run_one(models[v], task, slices, steps=args.steps, seed=seed,
@@ -447,13 +491,14 @@ def main(argv: list[str] | None = None) -> int:
                         f"(prec {rec['precision']:.3f}, sens {rec['sensitivity']:.3f}, "
                         f"FP voxels on empty slices {rec['fp_voxels_on_empty_slices']})"
                         + (f", continued {rec['dice_seeded']:.3f} (3-D regions "
-                           f"{rec['dice_seeded_3d']:.3f})" if "dice_seeded" in rec else "")
+                           f"{rec['dice_seeded_3d']:.3f}), + filled {rec['dice_filled']:.3f}"
+                           if "dice_seeded" in rec else "")
                         + f"; {ft}segment {rec['segment_s']:.1f} s")
                     dump()
     out["total_s"] = time.perf_counter() - t_start
     log()
     if results:
-        print_table(results, variants, bases_meta)
+        print_table(results, variants, bases_meta, interp)
         log()
         out["verdict"] = print_verdict(results, variants, bases_meta)
     else:

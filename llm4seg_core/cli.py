@@ -236,10 +236,12 @@ def _demo_fewshot(args: argparse.Namespace, seg: Any, volume: Any, reference: An
         labels = tuned.segment(volume, slices=others, progress=update, out=corrected.copy())
     finally:
         close()
-    seeded, _ = keep_seeded_components(labels, slices, pixel_size=pixel_mm(volume))
+    walked, _ = keep_seeded_components(labels, slices, pixel_size=pixel_mm(volume))
+    seeded, _ = keep_seeded_components(labels, slices, pixel_size=pixel_mm(volume),
+                                       fill_between=True)
     keep = np.ones(volume.n_slices, bool)
     keep[slices] = False
-    raw_d, seeded_d = dice(labels[keep], reference[keep]), dice(seeded[keep], reference[keep])
+    raw_d, walked_d, seeded_d = (dice(m[keep], reference[keep]) for m in (labels, walked, seeded))
     mask_path = write_mask(seeded, volume, outdir / f"{args.case}_fewshot{args.fewshot}_mask.nrrd")
     tumour = [z for z in range(volume.n_slices) if reference[z].any() and z not in set(slices)]
     if tumour:  # the largest uncorrected cross-section: model output, not the stand-in outline
@@ -247,8 +249,8 @@ def _demo_fewshot(args: argparse.Namespace, seg: Any, volume: Any, reference: An
     png = write_png(overlay_rgb(volume, seeded, z_show, reference=reference),
                     outdir / f"{args.case}_fewshot{args.fewshot}_overlay_z{z_show}.png")
     print(f"fine-tuned {cfg.steps} steps in {result.seconds:.1f} s; on the {len(others)} other slices "
-          f"Dice {raw_d:.3f}, {seeded_d:.3f} keeping what continues the corrections "
-          f"(at most {DEFAULT_STEP_MM:g} mm a slice)")
+          f"Dice {raw_d:.3f}, {walked_d:.3f} keeping what continues the corrections "
+          f"(at most {DEFAULT_STEP_MM:g} mm a slice), {seeded_d:.3f} also filling between them")
     print(f"mask:    {mask_path}")
     print(f"overlay: {png}")
 

@@ -285,9 +285,15 @@ def _complete(args: argparse.Namespace, model: Any, volume: Any, labels: Any, sl
         from llm4seg_core.postprocess import keep_seeded_components, pixel_mm
 
         out, info = keep_seeded_components(out, slices, step_mm=args.step_mm,
-                                           pixel_size=pixel_mm(volume))
-        removed = sum(v.get("voxels_removed", 0) for v in info.get("labels", {}).values())
+                                           pixel_size=pixel_mm(volume),
+                                           fill_between=args.fill_between)
+        per_label = info.get("labels", {}).values()
+        removed = sum(v.get("voxels_removed", 0) for v in per_label)
         log(f"removed {removed} voxel(s) that do not continue the corrected slices")
+        if args.fill_between:
+            filled = sum(v.get("voxels_filled", 0) for v in per_label)
+            gaps = sum(v.get("gaps_filled", 0) for v in per_label)
+            log(f"filled {filled} voxel(s) in {gaps} gap(s) between the corrected slices")
     path = write_mask(out, volume, args.complete)
     print(f"wrote {path} ({len(others)} slice(s) segmented, {len(slices)} from the mask)")
 
@@ -364,7 +370,7 @@ def register(sub: Any) -> None:
     f.add_argument("--slices", required=True, help="corrected slices, e.g. 3,7,10-12")
     f.add_argument("--base", help="model to start from: version, checkpoint file or spec (default: current)")
     f.add_argument("-o", "--output", help="new version name (model store) or FILE.safetensors")
-    f.add_argument("--steps", type=int, help="optimizer steps (default: FinetuneConfig.steps, 80)")
+    f.add_argument("--steps", type=int, help="optimizer steps (default: FinetuneConfig.steps, 180)")
     f.add_argument("--trainable", choices=TRAINABLE, help="default adapters+decoder")
     f.add_argument("--note", help="a note stored with the version")
     f.add_argument("--complete", metavar="OUT",
@@ -377,6 +383,10 @@ def register(sub: Any) -> None:
                    help="with --seeded: how far a region may move or grow from one slice to the "
                         f"next (default {DEFAULT_STEP_MM:g}); 'none' keeps whole 3-D regions "
                         "touching a labelled voxel")
+    f.add_argument("--fill-between", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --seeded: fill the gaps between two --slices holding a label with "
+                        "the outline interpolated from theirs, where the kept mask reaches every "
+                        "slice between them (default: on)")
     f.add_argument("--store", metavar="DIR", help="model store folder (default: the user's)")
     f.add_argument("--device", default="auto")
     f.add_argument("--seed", type=int, default=0)

@@ -341,6 +341,18 @@ class LLM4SegWidget(QWidget):
             "you have not outlined yet."
         )
         lay.addWidget(self.seeded_check)
+        self.fill_check = QCheckBox("... and fill between my corrected slices")
+        self.fill_check.setToolTip(
+            "with the box above: between two corrected slices that hold a label, add the outline "
+            "interpolated from yours (shape-based: blended distance maps) where the model left "
+            "background. Only where the model's mask reaches every slice between them, so two "
+            "separate lesions are not joined; other labels are never overwritten."
+        )
+        self.fill_check.setChecked(True)
+        self.fill_check.setEnabled(False)
+        self.seeded_check.toggled.connect(
+            lambda on: self.fill_check.setEnabled(bool(on) and not self.is_busy))
+        lay.addWidget(self.fill_check)
         self.segment_button = QPushButton("Segment")
         self.segment_button.setToolTip("run the model; the mask goes to the layer '<image> mask'")
         self.segment_button.clicked.connect(lambda: self.segment())
@@ -859,6 +871,7 @@ class LLM4SegWidget(QWidget):
                   self.overwrite_check, self.scope_volume, self.scope_slice,
                   self.series_combo, self.series_button, self.seeded_check):
             w.setEnabled(not busy)
+        self.fill_check.setEnabled(not busy and self.seeded_check.isChecked())
         self.segment_again_button.setEnabled(not busy and self._tuned)
         self.cancel_button.setEnabled(busy)
 
@@ -1080,19 +1093,26 @@ class LLM4SegWidget(QWidget):
 
         data = np.asarray(mask.data)
         sy, sx = (float(v) for v in mask.scale[-2:])
-        filtered, info = keep_seeded_components(data, seeds, pixel_size=(sy, sx))
+        fill = self.fill_check.isChecked()
+        filtered, info = keep_seeded_components(data, seeds, pixel_size=(sy, sx),
+                                                fill_between=fill)
         labels = info.get("labels", {})
         removed = sum(v.get("voxels_removed", 0) for v in labels.values())
         dropped = sum(v.get("regions_dropped", 0) for v in labels.values())
+        filled = sum(v.get("voxels_filled", 0) for v in labels.values())
+        gaps = sum(v.get("gaps_filled", 0) for v in labels.values())
         if not any(v.get("seeded") for v in labels.values()):
             return "; your corrected slices hold no label, so no region filtering"
-        if removed:
+        if removed or filled:
             changed = np.nonzero((filtered != data).reshape(data.shape[0], -1).any(1))[0]
             for z in changed:
                 mask.data[z] = filtered[z]
             mask.refresh()
-        return (f"; kept what continues your corrections: {removed} voxels in "
+        text = (f"; kept what continues your corrections: {removed} voxels in "
                 f"{dropped} region(s) removed")
+        if gaps:
+            text += f"; {filled} voxels filled in {gaps} gap(s) between corrected slices"
+        return text
 
     # ================================================================== fine-tune
     def finetune(self) -> bool:

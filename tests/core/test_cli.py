@@ -102,6 +102,7 @@ def test_demo_with_fewshot_writes_masks_in_the_ct_geometry(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "few-shot: the expert outline on slice(s) [18, 22]" in text
     assert "Dice" in text and "keeping what continues the corrections" in text
+    assert "also filling between them" in text
     ct = read_image(demo_case("lung2")[0])
     mask = read_image(out / "lung2_fewshot2_mask.nrrd")
     assert mask.spatial_shape == ct.spatial_shape and mask.spacing == ct.spacing

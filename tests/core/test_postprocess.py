@@ -79,3 +79,86 @@ def test_no_seed_anywhere_changes_nothing_and_2d_passes_through() -> None:
     out2, info2 = keep_seeded_components(pic, [0])
     np.testing.assert_array_equal(out2, pic)
     assert "2-D" in info2["note"]
+
+
+def _disc(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
+
+
+def test_interpolation_blends_radius_and_position_between_two_outlines() -> None:
+    from llm4seg_core.postprocess import interpolate_between
+
+    lower, upper = _disc((40, 40), (20, 12), 4), _disc((40, 40), (20, 24), 10)
+    mid = interpolate_between(lower, upper, 3)
+    assert mid.shape == (3, 40, 40)
+    # the middle slice blends the distances half and half: the points whose distances to
+    # the two centres add up to at most 4 + 10 (an ellipse with the centres as foci)
+    yy, xx = np.mgrid[:40, :40]
+    foci = np.hypot(yy - 20, xx - 12) + np.hypot(yy - 20, xx - 24)
+    assert mid[1][foci <= 14 - 2].all() and not mid[1][foci >= 14 + 2].any()  # up to a pixel
+    # concentric outlines: the radius steps evenly, 4 -> 5.5, 7, 8.5 -> 10
+    grow = interpolate_between(_disc((40, 40), (20, 20), 4), _disc((40, 40), (20, 20), 10), 3)
+    for i, r in enumerate((5.5, 7.0, 8.5)):
+        dist = np.hypot(yy - 20, xx - 20)
+        assert grow[i][dist <= r - 1].all() and not grow[i][dist >= r + 1].any()
+    # mm matter: halving the x pixel size changes the distances, not the blended outline's
+    # place for two discs of equal radius (blend of two identical shapes is that shape)
+    same = interpolate_between(upper, upper, 2, pixel_size=(1.0, 0.5))
+    np.testing.assert_array_equal(same[0], upper)
+    assert not interpolate_between(lower, np.zeros_like(lower), 2).any()
+
+
+def _gap_volume() -> np.ndarray:
+    """A lesion outlined on slices 2 and 6; the model found only part of it in between."""
+    lab = np.zeros((9, 40, 40), np.uint8)
+    lab[2] = _disc((40, 40), (20, 20), 8)
+    lab[6] = _disc((40, 40), (20, 20), 8)
+    for z in (3, 4, 5):
+        lab[z] = _disc((40, 40), (20, 20), 4)  # under-segmented
+    lab[4, 0:3, 0:3] = 2  # another label inside the fill's reach? no: far away, kept as it is
+    lab[4, 30:34, 18:22] = 3  # a third label where the outline would go: not overwritten
+    return lab
+
+
+def test_fill_between_fills_gaps_of_background_only() -> None:
+    lab = _gap_volume()
+    lab[4, 24:29, 18:22] = 3
+    out0, info0 = keep_seeded_components(lab, [2, 6])
+    assert "gaps_filled" not in info0["labels"][1]
+    np.testing.assert_array_equal(out0[3:6] == 1, lab[3:6] == 1)  # off: nothing is added
+    out, info = keep_seeded_components(lab, [2, 6], fill_between=True)
+    one = info["labels"][1]
+    assert one["gaps_filled"] == 1 and one["voxels_filled"] > 0
+    for z in (3, 4, 5):  # the outline's radius 8 disc fills the gap
+        assert ((out[z] == 1) | (out[z] == 3))[_disc((40, 40), (20, 20), 8)].all()
+    assert (out[4][lab[4] == 3] == 3).all()  # another label's voxels are left alone
+    np.testing.assert_array_equal(out[[2, 6]], lab[[2, 6]])  # corrected slices unchanged
+    assert not out[[0, 1, 7, 8]].any()
+    assert out.sum() - out0.sum() == one["voxels_filled"]
+
+
+def test_no_fill_between_apart_outlines_the_prediction_does_not_join() -> None:
+    lab = np.zeros((9, 40, 40), np.uint8)
+    lab[2] = _disc((40, 40), (20, 13), 6)  # two outlines 13 px apart: no in-plane overlap
+    lab[6] = _disc((40, 40), (20, 26), 6)
+    lab[3, 19:22, 10:17] = 1  # the prediction near each, but nothing on slice 4
+    lab[5, 19:22, 23:30] = 1
+    out, info = keep_seeded_components(lab, [2, 6], fill_between=True)
+    assert info["labels"][1]["gaps_filled"] == 0  # maybe two lesions: no fill
+    np.testing.assert_array_equal(out, lab)
+    lab[3:6, 19:22, 10:30] = 1  # the prediction joins them: one lesion that moves
+    out, info = keep_seeded_components(lab, [2, 6], fill_between=True)
+    assert info["labels"][1]["gaps_filled"] == 1 and info["labels"][1]["voxels_filled"] > 0
+    assert out[3, 18, 13] and out[5, 22, 26]  # outside the bridge: the blended outlines
+    # overlapping outlines are filled even where the model saw nothing between them
+    lab2 = _gap_volume()
+    lab2[3:6][lab2[3:6] == 1] = 0
+    out2, info2 = keep_seeded_components(lab2, [2, 6], fill_between=True)
+    assert info2["labels"][1]["gaps_filled"] == 1
+    assert (out2[4] == 1).sum() > 0
+    # an empty corrected slice between two outlines means "nothing here": no gap to fill
+    lab3 = _gap_volume()
+    lab3[4] = 0
+    _, info3 = keep_seeded_components(lab3, [2, 4, 6], fill_between=True)
+    assert info3["labels"][1]["gaps_filled"] == 0

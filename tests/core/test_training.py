@@ -342,6 +342,12 @@ def test_cli_finetune_to_file_and_store(tmp_path, monkeypatch, capsys):
     done = read_image(out)
     assert done.spatial_shape == vol.spatial_shape and done.spacing == pytest.approx(vol.spacing)
     np.testing.assert_array_equal(done.array[[1, 3]], labels[[1, 3]])
+    # filling between slices 1 and 3 only adds: the same seeded run without it is a subset
+    out_nofill = tmp_path / "completed_nofill.nrrd"
+    assert main([*args, "-o", str(tmp_path / "ft3.safetensors"), "--complete", str(out_nofill),
+                 "--seeded", "--no-fill-between"]) == 0
+    nofill = read_image(out_nofill).array
+    assert not (nofill.astype(bool) & ~done.array.astype(bool)).any()
     # --seeded without --complete, and a bad output suffix, fail before any training
     assert main([*args, "-o", "y.safetensors", "--seeded"]) == 2
     assert main([*args, "-o", "z.safetensors", "--complete", str(tmp_path / "m.xyz")]) == 2

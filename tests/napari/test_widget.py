@@ -455,3 +455,45 @@ def test_keep_only_what_continues_corrections(setup, qtbot, monkeypatch) -> None
     np.testing.assert_array_equal(mask.data[2:9, 20:30, 20:30], 1)
     assert "continues your corrections: 68 voxels in 2 region(s) removed" in widget.status_label.text()
     assert widget.corrected_slices == [5]
+
+
+def test_fill_between_corrected_slices(setup, qtbot, monkeypatch) -> None:
+    import llm4seg_napari._widget as widget_module
+    from llm4seg_napari._workers import SegmentResult
+
+    _viewer, widget, image = setup
+    pattern = np.zeros(image.data.shape, np.uint8)
+    pattern[2:9, 22:28, 22:28] = 1  # the model under-segments the lesion between the outlines
+
+    def fake_job(get_segmenter, volume, todo, buffer, *, cancel, progress, slices_done):
+        seg = get_segmenter()
+        for z in todo:
+            buffer[z] = pattern[z]
+        slices_done(list(todo))
+        return SegmentResult(seg, list(todo), 0.01)
+
+    monkeypatch.setattr(widget_module, "segment_job", fake_job)
+    assert not widget.fill_check.isEnabled()  # only with "keep only what continues"
+    assert widget.segment()
+    _wait(qtbot, widget)
+    mask = widget.mask_layer
+    mask.brush_size = 15
+    for z in (2, 8):  # the person outlines the whole lesion on two slices
+        mask.paint((z, 25, 25), 1)
+    assert widget.corrected_slices == [2, 8]
+    outline = mask.data[2].copy()
+    assert outline.sum() > 4 * 36
+    widget.seeded_check.setChecked(True)
+    assert widget.fill_check.isEnabled() and widget.fill_check.isChecked()
+    assert widget.segment()
+    _wait(qtbot, widget)
+    for z in range(3, 8):  # the same outline on both ends: the gap gets that outline
+        np.testing.assert_array_equal(mask.data[z], outline)
+    assert "filled in 1 gap(s) between corrected slices" in widget.status_label.text()
+    assert widget.corrected_slices == [2, 8]  # filled slices are model output, not corrections
+    np.testing.assert_array_equal(mask.data[2], outline)
+    widget.fill_check.setChecked(False)
+    assert widget.segment()
+    _wait(qtbot, widget)
+    np.testing.assert_array_equal(mask.data[3:8], pattern[3:8])
+    assert "gap" not in widget.status_label.text()
