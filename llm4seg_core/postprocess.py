@@ -33,9 +33,11 @@ With ``fill_between=True`` the gaps between two corrected slices that hold
 the same label are also filled with the outline interpolated between them
 (shape-based interpolation: the two outlines' signed distance maps, from
 SimpleITK, blended linearly along z and cut at zero). Only background
-voxels are filled, and only where the two outlines overlap in-plane or the
-kept prediction of that label reaches every slice of the gap, so two
-separate lesions outlined on two slices are not morphed into one. The interpolation alone is scored as a baseline in
+voxels are filled, and only where the two outlines are within reach of each
+other (in-plane, at most ``step_mm`` per slice of the gap, the limit the
+walk puts on a region's movement) or the kept prediction of that label
+reaches every slice of the gap, so two separate lesions outlined on two
+slices are not morphed into one. The interpolation alone is scored as a baseline in
 docs/benchmarks.md: it is the model's prediction that carries the mask past
 the outermost corrected slices and onto the slices a straight blend misses.
 """
@@ -122,12 +124,14 @@ def interpolate_between(lower: np.ndarray, upper: np.ndarray, n: int,
 
 
 def _fill_gaps(out: np.ndarray, keep: np.ndarray, value: int, zs: list[int],
-               pixel_size: tuple[float, float]) -> tuple[int, int]:
+               pixel_size: tuple[float, float], step_mm: float) -> tuple[int, int]:
     """Fill background voxels between consecutive corrected slices holding ``value``.
 
-    A gap is filled only when the two outlines overlap in-plane or ``keep``
-    (what is kept of the label) reaches every slice in it: else they may be
-    two lesions. Returns (gaps filled, voxels filled)."""
+    A gap is filled only when one outline is within reach of the other
+    (in-plane distance at most ``step_mm`` per slice from one to the other,
+    the walk's own limit) or ``keep`` (what is kept of the label) reaches
+    every slice in it: else they may be two lesions. Returns (gaps filled,
+    voxels filled)."""
     gaps = voxels = 0
     for a, b in pairwise(zs):
         if b - a < 2:
@@ -136,8 +140,10 @@ def _fill_gaps(out: np.ndarray, keep: np.ndarray, value: int, zs: list[int],
         if not (lower.any() and upper.any()):
             continue
         crossed = keep[a + 1 : b].reshape(b - a - 1, -1).any(1).all()
-        if not (crossed or (lower & upper).any()):
-            continue  # neither overlapping outlines nor a prediction across: maybe two lesions
+        if not crossed:
+            apart = float(_signed_distance(lower, pixel_size)[upper].min())  # mm; < 0: overlap
+            if apart > step_mm * (b - a):
+                continue  # too far apart for one structure and nothing across: two lesions?
         shape = interpolate_between(lower, upper, b - a - 1, pixel_size)
         new = shape & (out[a + 1 : b] == 0)
         out[a + 1 : b][new] = value
@@ -210,7 +216,8 @@ def keep_seeded_components(labels: np.ndarray, corrected: Sequence[int], *,
         # after every label is filtered, so what is removed does not depend on the order of
         # the labels; a gap fills background voxels only
         for value, keep in keeps.items():
-            gaps, filled = _fill_gaps(out, keep, value, zs, pixel_size)
+            gaps, filled = _fill_gaps(out, keep, value, zs, pixel_size,
+                                      DEFAULT_STEP_MM if step_mm is None else step_mm)
             summary["labels"][value].update(gaps_filled=gaps, voxels_filled=filled)
     summary["step_mm"] = step_mm
     summary["fill_between"] = fill_between

@@ -10,7 +10,8 @@ Story, with the shipped default model (or --model): open the lung2 sample,
 Segment the whole volume, "correct" two slices through the tumour by writing
 the expert outline into them with ``data_setitem`` (the same undoable edit
 the paint tools make, so the widget tracks them), Fine-tune, Segment again
-with "keep only what continues my corrections". Writes
+with "keep only what continues my corrections" and "... and fill between my
+corrected slices". Writes
 
     widget_segmented.png   after the first Segment (default model)
     widget_finetune.png    after Fine-tune: the live loss / Dice plot
@@ -111,10 +112,12 @@ def main() -> int:
     wait("fine-tune")
     shot("widget_finetune.png")
 
-    widget.seeded_check.setChecked(True)
+    widget.seeded_check.setChecked(True)  # "... and fill between" is ticked by default
     widget.segment_again_button.click()
     wait("segment again")
-    print(f"Dice (fine-tuned, continued from the corrections, uncorrected slices): {dice(mask.data):.3f}")
+    print(f"Dice (fine-tuned, continued from the corrections and filled between them, "
+          f"uncorrected slices): {dice(mask.data):.3f}")
+    print(f"status: {widget.status_label.text()}")
     shot("widget_after.png")
     viewer.close()
     return 0

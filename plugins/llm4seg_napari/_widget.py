@@ -345,8 +345,9 @@ class LLM4SegWidget(QWidget):
         self.fill_check.setToolTip(
             "with the box above: between two corrected slices that hold a label, add the outline "
             "interpolated from yours (shape-based: blended distance maps) where the model left "
-            "background. Only where the model's mask reaches every slice between them, so two "
-            "separate lesions are not joined; other labels are never overwritten."
+            "background. Only when your two outlines are at most 3 mm a slice apart or the "
+            "model's mask reaches every slice between them, so two separate lesions are not "
+            "joined; other labels are never overwritten."
         )
         self.fill_check.setChecked(True)
         self.fill_check.setEnabled(False)

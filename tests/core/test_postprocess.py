@@ -138,17 +138,21 @@ def test_fill_between_fills_gaps_of_background_only() -> None:
     assert out.sum() - out0.sum() == one["voxels_filled"]
 
 
-def test_no_fill_between_apart_outlines_the_prediction_does_not_join() -> None:
+def test_no_fill_between_outlines_out_of_reach_the_prediction_does_not_join() -> None:
     lab = np.zeros((9, 40, 40), np.uint8)
-    lab[2] = _disc((40, 40), (20, 13), 6)  # two outlines 13 px apart: no in-plane overlap
+    lab[2] = _disc((40, 40), (20, 13), 6)  # two outlines 1 px apart in-plane, 4 slices apart
     lab[6] = _disc((40, 40), (20, 26), 6)
     lab[3, 19:22, 10:17] = 1  # the prediction near each, but nothing on slice 4
     lab[5, 19:22, 23:30] = 1
-    out, info = keep_seeded_components(lab, [2, 6], fill_between=True)
+    # at most 0.2 mm a slice, 4 slices: 0.8 mm of reach, less than the 1 px between them
+    out, info = keep_seeded_components(lab, [2, 6], step_mm=0.2, fill_between=True)
     assert info["labels"][1]["gaps_filled"] == 0  # maybe two lesions: no fill
     np.testing.assert_array_equal(out, lab)
+    # at the default 3 mm a slice they are well within reach of each other
+    _, info = keep_seeded_components(lab, [2, 6], fill_between=True)
+    assert info["labels"][1]["gaps_filled"] == 1
     lab[3:6, 19:22, 10:30] = 1  # the prediction joins them: one lesion that moves
-    out, info = keep_seeded_components(lab, [2, 6], fill_between=True)
+    out, info = keep_seeded_components(lab, [2, 6], step_mm=0.2, fill_between=True)
     assert info["labels"][1]["gaps_filled"] == 1 and info["labels"][1]["voxels_filled"] > 0
     assert out[3, 18, 13] and out[5, 22, 26]  # outside the bridge: the blended outlines
     # overlapping outlines are filled even where the model saw nothing between them
