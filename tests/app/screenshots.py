@@ -3,11 +3,13 @@
     xvfb-run -a env QT_QPA_PLATFORM=xcb .venv/bin/python tests/app/screenshots.py [OUT_DIR]
 
 Uses a private model store and settings file (under a temporary folder) and
-the demo chest CT. Story: open the demo CT, segment with a small untrained
-model, take a few slices of the expert label as the person's corrections
-(as if drawn with the brush), fine-tune briefly (app_finetune.png, mid-way),
-segment the other slices again and show a corrected slice (app_main.png);
-then Help > About (app_about.png).
+the demo chest CT. Story: open the demo CT, segment with the shipped default
+model, take two slices of the expert label as the person's corrections (as
+if drawn with the brush), fine-tune with the default steps (app_finetune.png,
+mid-way), segment the other slices again with "keep only what continues my
+corrections" and "... and fill between" ticked, and show the uncorrected
+slice half way between the two corrections (app_main.png); then Help >
+About (app_about.png). Prints the Dice on the uncorrected slices.
 """
 
 from __future__ import annotations
@@ -23,12 +25,10 @@ os.environ["LLM4SEG_HOME"] = str(WORK / "home")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from qtpy.QtCore import QSettings  # noqa: E402
 from qtpy.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
-SMALL = "cmunext,image_size=128,dims=8:16:32:32:64"
-STEPS = int(os.environ.get("SHOT_STEPS", "150"))
+STEPS = int(os.environ.get("SHOT_STEPS", "0"))  # 0: the widget's default (FinetuneConfig.steps)
 
 
 def pump(app: QApplication, seconds: float) -> None:
@@ -47,7 +47,6 @@ def wait(app: QApplication, window, timeout: float = 600) -> None:
 
 
 def main(out_dir: str) -> None:
-    torch.set_num_threads(1)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     app = QApplication.instance() or QApplication([])
@@ -70,11 +69,13 @@ def main(out_dir: str) -> None:
     labels = np.asarray(expert.data)
     area = labels.reshape(labels.shape[0], -1).sum(1)
     tumour = [int(z) for z in np.nonzero(area)[0]]
-    train_z = tumour[::2]
-    show_z = train_z[len(train_z) // 2]  # a corrected slice: the mask there is the person's
-    print("tumour slices", tumour, "shown", show_z, "corrections", train_z)
+    from llm4seg_core.datasets import choose_slices
 
-    window.widget.set_model(SMALL, "small CMUNeXt (screenshot)")
+    train_z = choose_slices(labels, 2)
+    show_z = (train_z[0] + train_z[1]) // 2  # not corrected: the mask there is the model's
+    print("tumour slices", tumour, "shown", show_z, "corrections", train_z)
+    print("model:", window.widget.model_combo.currentText())
+
     window.segment("volume")
     wait(app, window)
     mask = window.mask_layer
@@ -85,11 +86,13 @@ def main(out_dir: str) -> None:
         window.viewer.dims.set_point(0, float(image.data_to_world([z, 0, 0])[0]))
         window.widget.mark_current_slice()
     mask.refresh()
-    window.widget.steps_spin.setValue(STEPS)
+    if STEPS:
+        window.widget.steps_spin.setValue(STEPS)
+    steps = window.widget.steps_spin.value()
     window.finetune()
     # mid-way: the status bar shows the fine-tune's progress, Cancel is on
     end = time.monotonic() + 300
-    while (window.is_busy and window.widget.progress_bar.value() < STEPS // 2
+    while (window.is_busy and window.widget.progress_bar.value() < steps // 2
            and time.monotonic() < end):
         app.processEvents()
         time.sleep(0.02)
@@ -97,6 +100,7 @@ def main(out_dir: str) -> None:
     pump(app, 0.5)
     window.grab().save(str(out / "app_finetune.png"))
     wait(app, window)
+    window.widget.seeded_check.setChecked(True)  # "... and fill between" is on by default
     window.segment("volume")  # the uncorrected slices, with the fine-tuned version
     wait(app, window)
     window.viewer.dims.set_point(0, float(image.data_to_world([show_z, 0, 0])[0]))
@@ -105,6 +109,11 @@ def main(out_dir: str) -> None:
     window.grab().save(str(out / "app_main.png"))
     print("mask voxels on the shown slice:", int(mask.data[show_z].sum()),
           "expert:", int(labels[show_z].sum()))
+    others = np.ones(labels.shape[0], bool)
+    others[train_z] = False
+    pred, ref = mask.data[others] > 0, labels[others] > 0
+    print(f"Dice on the uncorrected slices: {2 * (pred & ref).sum() / (pred.sum() + ref.sum()):.3f}")
+    print("status:", window.widget.status_label.text())
 
     dialog = window.show_about()
     pump(app, 1.0)
