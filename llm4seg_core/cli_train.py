@@ -385,8 +385,9 @@ def register(sub: Any) -> None:
                         "touching a labelled voxel")
     f.add_argument("--fill-between", action=argparse.BooleanOptionalAction, default=True,
                    help="with --seeded: fill the gaps between two --slices holding a label with "
-                        "the outline interpolated from theirs, where the kept mask reaches every "
-                        "slice between them (default: on)")
+                        "the outline interpolated from theirs, when the two are within --step-mm "
+                        "a slice of each other or the kept mask reaches every slice between "
+                        "them (default: on)")
     f.add_argument("--store", metavar="DIR", help="model store folder (default: the user's)")
     f.add_argument("--device", default="auto")
     f.add_argument("--seed", type=int, default=0)

@@ -37,9 +37,10 @@ voxels are filled, and only where the two outlines are within reach of each
 other (in-plane, at most ``step_mm`` per slice of the gap, the limit the
 walk puts on a region's movement) or the kept prediction of that label
 reaches every slice of the gap, so two separate lesions outlined on two
-slices are not morphed into one. The interpolation alone is scored as a baseline in
-docs/benchmarks.md: it is the model's prediction that carries the mask past
-the outermost corrected slices and onto the slices a straight blend misses.
+slices are not morphed into one. docs/benchmarks.md (runs F and G) scores
+the interpolation alone as a baseline: past the outermost corrected slices
+there is nothing to interpolate, and only the model's prediction carries
+the mask on.
 """
 
 from __future__ import annotations
