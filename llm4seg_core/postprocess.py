@@ -114,10 +114,14 @@ def interpolate_between(lower: np.ndarray, upper: np.ndarray, n: int,
     either outline is empty.
     """
     lower, upper = np.asarray(lower, bool), np.asarray(upper, bool)
-    out = np.zeros((n, *lower.shape), bool)
     if n <= 0 or not lower.any() or not upper.any():
-        return out
-    d0, d1 = _signed_distance(lower, pixel_size), _signed_distance(upper, pixel_size)
+        return np.zeros((max(n, 0), *lower.shape), bool)
+    return _blend(_signed_distance(lower, pixel_size), _signed_distance(upper, pixel_size), n)
+
+
+def _blend(d0: np.ndarray, d1: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` interpolated outlines between two signed distance maps (negative inside)."""
+    out = np.zeros((n, *d0.shape), bool)
     for i in range(n):
         w = (i + 1) / (n + 1)
         out[i] = (1.0 - w) * d0 + w * d1 <= 0.0
@@ -140,12 +144,11 @@ def _fill_gaps(out: np.ndarray, keep: np.ndarray, value: int, zs: list[int],
         lower, upper = out[a] == value, out[b] == value
         if not (lower.any() and upper.any()):
             continue
+        d0 = _signed_distance(lower, pixel_size)
         crossed = keep[a + 1 : b].reshape(b - a - 1, -1).any(1).all()
-        if not crossed:
-            apart = float(_signed_distance(lower, pixel_size)[upper].min())  # mm; < 0: overlap
-            if apart > step_mm * (b - a):
-                continue  # too far apart for one structure and nothing across: two lesions?
-        shape = interpolate_between(lower, upper, b - a - 1, pixel_size)
+        if not crossed and float(d0[upper].min()) > step_mm * (b - a):  # mm; < 0: overlap
+            continue  # too far apart for one structure and nothing across: two lesions?
+        shape = _blend(d0, _signed_distance(upper, pixel_size), b - a - 1)
         new = shape & (out[a + 1 : b] == 0)
         out[a + 1 : b][new] = value
         gaps += 1

@@ -424,15 +424,10 @@ def test_series_picker_opens_another_series(make_napari_viewer, qtbot, tmp_path:
     assert new.metadata[VOLUME_KEY]["meta"]["series_uid"] == SERIES_B
 
 
-def test_keep_only_what_continues_corrections(setup, qtbot, monkeypatch) -> None:
+def _segment_gives(monkeypatch, pattern: np.ndarray) -> None:
+    """Segment jobs write ``pattern`` into the slices they do (no model runs)."""
     import llm4seg_napari._widget as widget_module
     from llm4seg_napari._workers import SegmentResult
-
-    viewer, widget, image = setup
-    pattern = np.zeros(image.data.shape, np.uint8)
-    pattern[2:9, 20:30, 20:30] = 1  # the lesion the person will outline on slice 5
-    pattern[0:2, 50:55, 50:55] = 1  # stray false positives, touching no correction
-    pattern[10:12, 5:8, 5:8] = 1
 
     def fake_job(get_segmenter, volume, todo, buffer, *, cancel, progress, slices_done):
         seg = get_segmenter()
@@ -442,6 +437,15 @@ def test_keep_only_what_continues_corrections(setup, qtbot, monkeypatch) -> None
         return SegmentResult(seg, list(todo), 0.01)
 
     monkeypatch.setattr(widget_module, "segment_job", fake_job)
+
+
+def test_keep_only_what_continues_corrections(setup, qtbot, monkeypatch) -> None:
+    viewer, widget, image = setup
+    pattern = np.zeros(image.data.shape, np.uint8)
+    pattern[2:9, 20:30, 20:30] = 1  # the lesion the person will outline on slice 5
+    pattern[0:2, 50:55, 50:55] = 1  # stray false positives, touching no correction
+    pattern[10:12, 5:8, 5:8] = 1
+    _segment_gives(monkeypatch, pattern)
     assert widget.segment()
     _wait(qtbot, widget)
     mask = widget.mask_layer
@@ -458,21 +462,10 @@ def test_keep_only_what_continues_corrections(setup, qtbot, monkeypatch) -> None
 
 
 def test_fill_between_corrected_slices(setup, qtbot, monkeypatch) -> None:
-    import llm4seg_napari._widget as widget_module
-    from llm4seg_napari._workers import SegmentResult
-
     _viewer, widget, image = setup
     pattern = np.zeros(image.data.shape, np.uint8)
     pattern[2:9, 22:28, 22:28] = 1  # the model under-segments the lesion between the outlines
-
-    def fake_job(get_segmenter, volume, todo, buffer, *, cancel, progress, slices_done):
-        seg = get_segmenter()
-        for z in todo:
-            buffer[z] = pattern[z]
-        slices_done(list(todo))
-        return SegmentResult(seg, list(todo), 0.01)
-
-    monkeypatch.setattr(widget_module, "segment_job", fake_job)
+    _segment_gives(monkeypatch, pattern)
     assert not widget.fill_check.isEnabled()  # only with "keep only what continues"
     assert widget.segment()
     _wait(qtbot, widget)
