@@ -64,7 +64,7 @@ def _read_text(path: Path, limit: int = 20_000) -> str:
 
 def default_model_card(resources: Path | None = None) -> ModelCard:
     """The default model's card, or a plain statement that none ships."""
-    from llm4seg_core.checkpoints import default_checkpoint, read_checkpoint_info
+    from llm4seg_core.store import default_checkpoint, read_checkpoint_info
     from llm4seg_core.errors import LLM4SegError
 
     root = resources if resources is not None else resources_dir()
@@ -119,7 +119,7 @@ def about_info(device: str = "") -> AboutInfo:
         "Qt": f"{QT_VERSION} ({API_NAME})",
         "Python": platform.python_version(),
     }
-    from llm4seg_core.checkpoints import store_root
+    from llm4seg_core.store import store_root
 
     try:
         store = str(store_root())

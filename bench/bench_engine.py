@@ -579,7 +579,7 @@ def export_smollm2_standin(folder: Path, layers: list[int]) -> Path:
     """
     from gguf import GGUFReader, GGUFValueType, GGUFWriter
 
-    from llm4seg_core.model.llm_layers import SMOLLM2_FILE, load_llm_layer, smollm2_gguf_path
+    from llm4seg_core.model.llm import SMOLLM2_FILE, load_llm_layer, smollm2_gguf_path
 
     src = smollm2_gguf_path()
     reader = GGUFReader(src)

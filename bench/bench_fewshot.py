@@ -136,7 +136,7 @@ def machine_info(device: str) -> dict[str, Any]:
 
 def load_base(name: str, path: Path) -> tuple[Any, dict[str, Any]]:
     """The base model of a variant: its checkpoint, else an untrained build of its preset."""
-    from llm4seg_core.checkpoints import load_checkpoint, spec_differences
+    from llm4seg_core.store import load_checkpoint, spec_differences
     from llm4seg_core.model import build_model
     from llm4seg_core.model.spec import PRESETS
 

@@ -8,7 +8,7 @@ docs/benchmarks.md came from "80 128 adapters+decoder" and "40 none adapters+dec
 import sys
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from fewshot_tasks import load_task, choose_slices
-from llm4seg_core.checkpoints import load_checkpoint
+from llm4seg_core.store import load_checkpoint
 from llm4seg_core.datasets import CorrectionSet
 from llm4seg_core.training import finetune, FinetuneConfig
 from llm4seg_core.inference import Segmenter

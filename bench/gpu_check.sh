@@ -36,7 +36,7 @@ if [ -d .whl/site ]; then cp -r .whl/site/. /tmp/site/; fi   # the trimmed SmolL
 export PYTHONPATH=/tmp/site:$PWD
 DEVICE=$DEVICE python3 - <<'EOF' || exit 3
 import os, torch, transformers, safetensors, numpy, SimpleITK, gguf
-from llm4seg_core.model.llm_layers import smollm2_gguf_path
+from llm4seg_core.model.llm import smollm2_gguf_path
 print(f"torch {torch.__version__} (CUDA {torch.version.cuda}, available {torch.cuda.is_available()}), "
       f"transformers {transformers.__version__}, numpy {numpy.__version__}, SimpleITK {SimpleITK.Version_VersionString()}, "
       f"gguf ok; smollm2 -> {smollm2_gguf_path()}")

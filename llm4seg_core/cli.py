@@ -40,7 +40,7 @@ def _progress_bar(total_desc: str, quiet: bool):
 
 def _store(args: argparse.Namespace):
     """The model store ``--store DIR`` names, else the user's (LLM4SEG_HOME or the data folder)."""
-    from llm4seg_core.checkpoints import ModelStore
+    from llm4seg_core.store import ModelStore
 
     root = getattr(args, "store", None)
     return ModelStore(root) if root else ModelStore()
@@ -95,7 +95,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     from llm4seg_core import __version__
     from llm4seg_core.device import describe_device, resolve_device
-    from llm4seg_core.model.llm_layers import available_llm_sources
+    from llm4seg_core.model.llm import available_llm_sources
 
     print(f"llm4seg {__version__}; python {platform.python_version()}; torch {torch.__version__}")
     from importlib.metadata import PackageNotFoundError, version
@@ -118,7 +118,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  {src.get('name')}: {found} {src.get('path') or ''} {('(' + details + ')') if details else ''}")
         if not src.get("found", True) and src.get("hint"):
             print(f"    {src['hint']}")
-    from llm4seg_core.checkpoints import resolve_model
+    from llm4seg_core.store import resolve_model
 
     store = _store(args)
     if args.model:
@@ -207,7 +207,7 @@ def _demo_fewshot(args: argparse.Namespace, seg: Any, volume: Any, reference: An
     corrections; fine-tune on them, segment the rest, keep regions touching them."""
     import numpy as np
 
-    from llm4seg_core.checkpoints import resolve_model
+    from llm4seg_core.store import resolve_model
     from llm4seg_core.datasets import CorrectionSet, choose_slices
     from llm4seg_core.inference import Segmenter
     from llm4seg_core.io import write_mask

@@ -187,7 +187,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_finetune(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from llm4seg_core import checkpoints
+    from llm4seg_core import store as checkpoints
     from llm4seg_core.datasets import CorrectionSet, parse_slices
     from llm4seg_core.io import read_image, read_mask
     from llm4seg_core.training import Callbacks, FinetuneConfig, finetune

@@ -82,13 +82,13 @@ class Segmenter:
     ) -> Segmenter:
         """A Segmenter for ``checkpoint``, or an untrained ``spec``.
 
-        ``checkpoint`` is anything :func:`llm4seg_core.checkpoints.resolve_model`
+        ``checkpoint`` is anything :func:`llm4seg_core.store.resolve_model`
         accepts: a checkpoint file, a version in the model store (``store``,
         default the user's), ``current``, or a spec string. With neither
         ``checkpoint`` nor ``spec``: the store's current version, else the
         shipped default checkpoint, else the untrained default spec.
         """
-        from llm4seg_core.checkpoints import resolve_model
+        from llm4seg_core.store import resolve_model
         from llm4seg_core.model.network import build_model
 
         dev = resolve_device(device)

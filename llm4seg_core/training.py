@@ -746,7 +746,7 @@ class Trainer:
         def save() -> None:
             if writer:
                 self._save_state(folder, st, best_state)
-                from llm4seg_core.checkpoints import save_checkpoint
+                from llm4seg_core.store import save_checkpoint
 
                 save_checkpoint(model, folder / "last.safetensors",
                                 {**self.meta, "step": st["step"], "epoch": st["epoch"],
@@ -812,7 +812,7 @@ class Trainer:
                     st["best_metrics"] = m
                     best_state = _cpu_state(model)
                     if writer:
-                        from llm4seg_core.checkpoints import save_checkpoint
+                        from llm4seg_core.store import save_checkpoint
 
                         save_checkpoint(model, folder / "best.safetensors",
                                         {**self.meta, "step": st["step"], "epoch": epoch + 1,

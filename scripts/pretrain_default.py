@@ -197,7 +197,7 @@ def _run_stage(label: str, model, data, args: argparse.Namespace, *, device, epo
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from llm4seg_core.checkpoints import save_checkpoint
+    from llm4seg_core.store import save_checkpoint
     from llm4seg_core.device import describe_device, resolve_device
     from llm4seg_core.model import PRESETS, build_model
 

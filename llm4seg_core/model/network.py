@@ -109,7 +109,7 @@ def build_model(
     block = None
     sha = None
     if spec.has_llm:
-        from llm4seg_core.model.llm_layers import load_llm_layer
+        from llm4seg_core.model.llm import load_llm_layer
 
         layer = load_llm_layer(
             spec.llm_source,

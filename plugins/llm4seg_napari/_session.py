@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from llm4seg_core.checkpoints import STORE_ENV
+from llm4seg_core.store import STORE_ENV
 
 SESSIONS = "sessions"
 LABELS_FILE = "corrections.npz"

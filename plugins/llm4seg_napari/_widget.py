@@ -64,7 +64,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from llm4seg_core.checkpoints import ModelStore
+from llm4seg_core.store import ModelStore
 from llm4seg_core.errors import Cancelled, LLM4SegError
 from llm4seg_core.preprocess import CT_WINDOWS, window_limits
 from llm4seg_napari._corrections import CorrectionTracker

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from llm4seg_core.checkpoints import ModelStore, VersionInfo, default_checkpoint
+from llm4seg_core.store import ModelStore, VersionInfo, default_checkpoint
 from llm4seg_core.device import describe_device, resolve_device
 from llm4seg_core.errors import Cancelled, LLM4SegError
 from llm4seg_core.io import Volume
@@ -247,7 +247,7 @@ def finetune_job(
     The new version becomes the store's current one. Raises Cancelled when
     the cancel event stops training: nothing is saved then.
     """
-    from llm4seg_core.checkpoints import resolve_model
+    from llm4seg_core.store import resolve_model
     from llm4seg_core.inference import Segmenter
     from llm4seg_core.training import Callbacks, FinetuneConfig, finetune
 

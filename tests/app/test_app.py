@@ -11,7 +11,7 @@ from qtpy.QtCore import QMimeData, QPointF, Qt, QUrl
 from qtpy.QtGui import QDropEvent, QKeySequence
 from qtpy.QtWidgets import QMessageBox
 
-from llm4seg_core.checkpoints import ModelStore
+from llm4seg_core.store import ModelStore
 from llm4seg_core.data import demo_case, demo_data_available
 from llm4seg_core.io import read_image
 from llm4seg_core.preprocess import window_limits

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from llm4seg_core.checkpoints import load_checkpoint, read_checkpoint_info, save_checkpoint
+from llm4seg_core.store import load_checkpoint, read_checkpoint_info, save_checkpoint
 from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.model import ModelSpec, build_model
 

@@ -77,7 +77,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
     names = sorted(p.name for p in run.iterdir())
     assert names == ["best.safetensors", "last.safetensors", "train_state.json",
                      "train_state.safetensors"], names  # rank 0 only, no stray temp files
-    from llm4seg_core.checkpoints import load_checkpoint
+    from llm4seg_core.store import load_checkpoint
 
     model, _ = load_checkpoint(run / "last.safetensors")
     stored = model.state_dict()

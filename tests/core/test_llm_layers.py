@@ -1,4 +1,4 @@
-"""Tests for llm4seg_core.model.llm_layers (loading one LLM decoder layer).
+"""Tests for llm4seg_core.model.llm (loading one LLM decoder layer).
 
 Reference for every loader path is transformers itself: a full model loaded by
 transformers from the same files, whose ``model.layers[i]`` must give the same
@@ -23,8 +23,8 @@ import torch
 from torch.testing import assert_close
 
 from llm4seg_core.errors import LLM4SegError
-from llm4seg_core.model import llm_layers
-from llm4seg_core.model.llm_layers import (
+from llm4seg_core.model import llm as llm_layers
+from llm4seg_core.model.llm import (
     LLMLayer,
     available_llm_sources,
     load_llm_config,

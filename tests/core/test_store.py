@@ -11,8 +11,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from llm4seg_core import checkpoints as ck
-from llm4seg_core.checkpoints import (
+from llm4seg_core import store as ck
+from llm4seg_core.store import (
     ModelStore,
     resolve_model,
     save_checkpoint,

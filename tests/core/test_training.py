@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from llm4seg_core.checkpoints import load_checkpoint, save_checkpoint
+from llm4seg_core.store import load_checkpoint, save_checkpoint
 from llm4seg_core.cli import main
 from llm4seg_core.datasets import CorrectionSet
 from llm4seg_core.errors import LLM4SegError
@@ -329,7 +329,7 @@ def test_cli_finetune_to_file_and_store(tmp_path, monkeypatch, capsys):
     assert model.spec.image_size == 48
     assert main([*args, "-o", "ft-v1"]) == 0
     assert "ft-v1" in capsys.readouterr().out
-    from llm4seg_core.checkpoints import ModelStore
+    from llm4seg_core.store import ModelStore
 
     v = ModelStore().get("ft-v1")
     assert v.parent == "base.safetensors" and v.data["slices"] == [1, 3]

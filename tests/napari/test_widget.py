@@ -19,7 +19,7 @@ from napari.layers import Labels  # noqa: E402
 from napari.utils.notifications import notification_manager  # noqa: E402
 from qtpy.QtCore import QTimer  # noqa: E402
 
-from llm4seg_core.checkpoints import ModelStore  # noqa: E402
+from llm4seg_core.store import ModelStore  # noqa: E402
 from llm4seg_core.io import read_image  # noqa: E402
 from llm4seg_core.preprocess import window_limits  # noqa: E402
 from llm4seg_napari._corrections import CORRECTED_KEY, slices_of_atoms  # noqa: E402

@@ -1,0 +1,40 @@
+"""Where the product keeps its files: user data (model store, sessions) and the user cache.
+
+``$LLM4SEG_HOME`` overrides the user data folder (tests, portable installs);
+every path here is absolute and none is the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HOME_ENV = "LLM4SEG_HOME"
+APP_NAME = "llm4seg"
+
+
+def data_root() -> Path:
+    """``$LLM4SEG_HOME`` when set, else the platform's user data folder for llm4seg."""
+    env = os.environ.get(HOME_ENV, "").strip()
+    if env:
+        return Path(env).expanduser().resolve()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP_NAME)).expanduser().resolve()
+
+
+def store_root() -> Path:
+    """The versioned model store: ``<data root>/models``."""
+    return data_root() / "models"
+
+
+def sessions_root() -> Path:
+    """Autosaved corrections, one folder per image: ``<data root>/sessions``."""
+    return data_root() / "sessions"
+
+
+def cache_root() -> Path:
+    """Rebuildable files (demo data, exported graphs): the platform's user cache folder."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir(APP_NAME)).expanduser().resolve()
