@@ -38,3 +38,16 @@ def cache_root() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir(APP_NAME)).expanduser().resolve()
+
+
+def shipped_models_dirs() -> list[Path]:
+    """Where the models shipped with the package are, in the order searched.
+
+    A source checkout or an editable install has them in ``resources/models``
+    beside the package; a wheel puts them in ``<prefix>/share/llm4seg/models``
+    (pyproject's data-files).
+    """
+    import sys
+
+    return [Path(__file__).resolve().parent.parent / "resources" / "models",
+            Path(sys.prefix) / "share" / "llm4seg" / "models"]

@@ -148,18 +148,12 @@ def load_checkpoint(
 
 
 def default_checkpoint() -> Path | None:
-    """The trained default model shipped in resources/, if there is one.
+    """The trained default model shipped with the package, if there is one."""
+    from llm4seg_core.paths import shipped_models_dirs
 
-    A source checkout or editable install has it in ``resources/models``; a
-    wheel puts it in ``<prefix>/share/llm4seg/models`` (pyproject's data-files).
-    """
-    import sys
-
-    name = "default.safetensors"
-    for folder in (Path(__file__).resolve().parent.parent / "resources" / "models",
-                   Path(sys.prefix) / "share" / "llm4seg" / "models"):
-        if (folder / name).is_file():
-            return folder / name
+    for folder in shipped_models_dirs():
+        if (folder / "default.safetensors").is_file():
+            return folder / "default.safetensors"
     return None
 
 
