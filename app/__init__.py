@@ -4,11 +4,15 @@
 that hosts a napari canvas (display and label editing) and the napari
 plugin's LLM4Seg widget (Segment, corrections, Fine-tune, Save), with
 clinician-first menus, a toolbar and a status bar. Qt and napari are
-imported only by :mod:`llm4seg_app.window` and :mod:`llm4seg_app.main`.
+imported only by the window's modules (:mod:`llm4seg_app.window` and the
+modules it composes) and :mod:`llm4seg_app.main`.
 """
 
 from __future__ import annotations
 
-__all__ = ["__version__"]
+__all__ = ["APP_TITLE", "__version__"]
 
 from llm4seg_core import __version__
+
+#: The window title, and the title of the app's message boxes.
+APP_TITLE = "LLM4Seg"

@@ -1,9 +1,10 @@
 """Help > About: versions, the device, and the default model's card.
 
-The card is read from the package's resources, never written here: a card
-file next to the shipped checkpoint (``resources/models/default.md``,
-``MODEL_CARD.md`` or ``README.md``). When no trained default model ships,
-the dialog says so plainly and shows ``resources/README.md``.
+The card is read from the shipped models folder
+(:func:`llm4seg_core.paths.shipped_models_dirs`), never written here: a card
+file next to the shipped checkpoint (``default.md``, ``MODEL_CARD.md`` or
+``README.md``). When no trained default model ships, the dialog says so
+plainly and shows the resources' ``README.md``.
 """
 
 from __future__ import annotations
@@ -27,13 +28,6 @@ INTENDED_USE = ("Research and demo software: not for diagnosis. Masks and models
                 "must not be used to make clinical decisions.")
 #: Card files looked for next to the default checkpoint, in this order.
 CARD_NAMES = ("default.md", "MODEL_CARD.md", "model_card.md", "README.md")
-
-
-def resources_dir() -> Path:
-    """The package's resources/ folder (where the default checkpoint would be)."""
-    import llm4seg_core
-
-    return Path(llm4seg_core.__file__).resolve().parent.parent / "resources"
 
 
 @dataclass
@@ -62,13 +56,24 @@ def _read_text(path: Path, limit: int = 20_000) -> str:
         return ""
 
 
-def default_model_card(resources: Path | None = None) -> ModelCard:
-    """The default model's card, or a plain statement that none ships."""
-    from llm4seg_core.store import default_checkpoint, read_checkpoint_info
-    from llm4seg_core.errors import LLM4SegError
+def _shipped_models_dir() -> Path:
+    """The first shipped models folder that exists (the first searched when none does)."""
+    from llm4seg_core.paths import shipped_models_dirs
 
-    root = resources if resources is not None else resources_dir()
-    models = root / "models"
+    folders = shipped_models_dirs()
+    return next((folder for folder in folders if folder.is_dir()), folders[0])
+
+
+def default_model_card(resources: Path | None = None) -> ModelCard:
+    """The default model's card, or a plain statement that none ships.
+
+    ``resources``: a resources folder holding ``models/`` (tests); default: the shipped one.
+    """
+    from llm4seg_core.errors import LLM4SegError
+    from llm4seg_core.store import default_checkpoint, read_checkpoint_info
+
+    models = resources / "models" if resources is not None else _shipped_models_dir()
+    root = models.parent
     ckpt = (models / "default.safetensors") if resources is not None else default_checkpoint()
     if ckpt is not None and not ckpt.is_file():
         ckpt = None
@@ -119,7 +124,7 @@ def about_info(device: str = "") -> AboutInfo:
         "Qt": f"{QT_VERSION} ({API_NAME})",
         "Python": platform.python_version(),
     }
-    from llm4seg_core.store import store_root
+    from llm4seg_core.paths import store_root
 
     try:
         store = str(store_root())

@@ -16,6 +16,14 @@ repaint or react) and the 99th percentile gap, in ms. A free loop shows gaps
 of about 10 ms; the clock starts just before the button is clicked, so work
 the click itself does on the main thread counts too.
 
+Before the first click it runs the event loop until the widget's background
+warm-up (the engine imports, started when the widget is created) has ended,
+as a person who looks at the image first lets it; --no-settle clicks at once.
+--trace-stalls MS samples every thread while the main thread is stuck and
+prints where it was (also during the longest stall) and the full garbage
+collections of each job: one holds the GIL, so it stalls the loop from any
+thread.
+
 The model store is a temporary folder ($LLM4SEG_HOME), so the fine-tuned
 version (and the autosaved corrections) go away afterwards.
 
@@ -27,12 +35,18 @@ version (and the autosaved corrections) go away afterwards.
 from __future__ import annotations
 
 import argparse
+import atexit
+import collections
+import gc
 import os
 import shlex
 import sys
 import tempfile
+import threading
 import time
+import traceback
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,45 +79,126 @@ def gap_stats(stamps: list[float]) -> tuple[int, float, float]:
 
 class StallTracer:
     """A watchdog thread: while the main thread has not ticked for ``after_ms``, it samples
-    the main thread's Python stack every 20 ms; :meth:`report` prints the most frequent
-    innermost frames (where the event loop was stuck)."""
+    the Python stack of every thread every 20 ms. :meth:`report` prints the most frequent
+    innermost frames of the main thread (where the event loop was stuck), what the other
+    busy threads ran meanwhile, and the samples taken during the longest stall. A main
+    thread shown in the event loop itself (``exec``) was in C++ (Qt, OpenGL) or waited for
+    the GIL that another thread held."""
 
     def __init__(self, after_ms: float) -> None:
-        import collections
-        import threading
-
         self.after = after_ms / 1e3
         self.last = time.perf_counter()
-        self.samples: collections.Counter = collections.Counter()
+        self.samples: collections.Counter[str] = collections.Counter()
+        self.others: collections.Counter[str] = collections.Counter()
+        self.timeline: list[tuple[float, str, str]] = []  # (time, main thread, other threads)
         self.main_id = threading.main_thread().ident
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread = threading.Thread(target=self._run, daemon=True, name="stall-tracer")
         self._thread.start()
 
     def tick(self) -> None:
         self.last = time.perf_counter()
 
-    def _run(self) -> None:
-        import traceback
+    @staticmethod
+    def _where(frame: Any, depth: int) -> str:
+        stack = traceback.extract_stack(frame)[-depth:]
+        return " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack))
 
+    @staticmethod
+    def _idle(frame: Any) -> bool:
+        """A thread blocked in threading's wait (an idle helper thread): not worth showing."""
+        code = frame.f_code
+        return Path(code.co_filename).name == "threading.py" and code.co_name == "wait"
+
+    def _run(self) -> None:
+        me = threading.get_ident()
         while not self._stop.wait(0.02):
-            if time.perf_counter() - self.last < self.after:
+            now = time.perf_counter()
+            if now - self.last < self.after:
                 continue
-            frame = sys._current_frames().get(self.main_id)
+            frames = sys._current_frames()
+            frame = frames.get(self.main_id)
             if frame is None:
                 continue
-            stack = traceback.extract_stack(frame)
-            ours = [f for f in stack if "site-packages" not in f.filename or "napari" in f.filename]
-            key = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}"
-                              for f in reversed((ours or stack)[-6:]))
+            key = self._where(frame, 6)
+            names = {t.ident: t.name for t in threading.enumerate()}
+            busy = [f"[{names.get(i, i)}] {self._where(f, 3)}" for i, f in frames.items()
+                    if i not in (self.main_id, me) and not self._idle(f)]
             self.samples[key] += 1
+            self.others.update(busy)
+            self.timeline.append((now, key, "; ".join(busy)))
 
-    def report(self, top: int = 6) -> None:
+    def report(self, t0: float, worst: tuple[float, float], top: int = 6) -> None:
+        """Print what was sampled; ``worst``: (start, end) of the longest stall."""
         self._stop.set()
+        self._thread.join(1.0)
         total = sum(self.samples.values())
-        print(f"stall samples (main thread stuck > {self.after * 1e3:.0f} ms, every 20 ms): {total}")
+        print(f"stall samples (main thread stuck > {self.after * 1e3:.0f} ms, every 20 ms): "
+              f"{total}")
         for key, n in self.samples.most_common(top):
             print(f"  {n:4d} x {key}")
+        if self.others:
+            print("  other threads meanwhile:")
+            for key, n in self.others.most_common(top):
+                print(f"  {n:4d} x {key}")
+        inside = [row for row in self.timeline if worst[0] <= row[0] <= worst[1]]
+        if inside:
+            print(f"  during the longest stall (from +{(worst[0] - t0) * 1e3:.0f} ms):")
+            for t, key, others in inside[:: max(1, len(inside) // 8)]:
+                print(f"    +{(t - t0) * 1e3:6.0f} ms  main: {key}")
+                if others:
+                    print(f"               {others}")
+        sys.stdout.flush()
+
+
+class GCWatch:
+    """Times the garbage collector's full (generation 2) collections: one holds the GIL for
+    as long as it runs, so one on any thread stalls the event loop that long."""
+
+    def __init__(self) -> None:
+        self.full: list[tuple[float, float, str]] = []  # (start, ms, thread name)
+        self._start: dict[int, float] = {}
+        gc.callbacks.append(self._on_gc)
+        atexit.register(self.close)  # before the interpreter tears the modules down
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if info.get("generation") != 2:
+            return
+        ident = threading.get_ident()
+        if phase == "start":
+            self._start[ident] = time.perf_counter()
+        elif ident in self._start:
+            t = self._start.pop(ident)
+            self.full.append((t, (time.perf_counter() - t) * 1e3, threading.current_thread().name))
+
+    def report(self, t0: float, t1: float) -> None:
+        runs = [(t, ms, name) for t, ms, name in self.full if t0 <= t <= t1]
+        text = ", ".join(f"{ms:.0f} ms at +{(t - t0) * 1e3:.0f} ms ({name})"
+                         for t, ms, name in runs)
+        print(f"full gc collections: {len(runs)}" + (f": {text}" if runs else ""), flush=True)
+
+    def close(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+
+
+#: The widget's background thread that imports the engine (llm4seg_napari._tasks.warm_imports).
+WARM_THREAD = "llm4seg-warm-imports"
+
+
+def settle(limit: float = 120.0) -> None:
+    """Run the event loop until the widget's warm-up thread has ended, as a person who looks
+    at the image before clicking Segment lets it (--no-settle clicks at once)."""
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    t = time.perf_counter()
+    for th in [th for th in threading.enumerate() if th.name == WARM_THREAD]:
+        while th.is_alive() and time.perf_counter() - t < limit:
+            app.processEvents()
+            th.join(0.01)
+    print(f"warm-up: waited {time.perf_counter() - t:.1f} s for the widget's background "
+          "imports before clicking", flush=True)
 
 
 def main() -> int:
@@ -117,7 +212,10 @@ def main() -> int:
     ap.add_argument("--interval-ms", type=int, default=10)
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per job at most")
     ap.add_argument("--trace-stalls", type=float, default=0, metavar="MS",
-                    help="sample the main thread's stack whenever it has not ticked for MS ms")
+                    help="sample every thread's stack whenever the main thread has not ticked "
+                         "for MS ms; also time the full garbage collections")
+    ap.add_argument("--no-settle", action="store_true",
+                    help="click Segment at once, while the widget's background imports may run")
     args = ap.parse_args()
 
     print("$ " + shlex.join([sys.executable, *sys.argv]), flush=True)
@@ -127,9 +225,10 @@ def main() -> int:
     import napari
     from qtpy.QtCore import QEventLoop, Qt, QTimer
 
-    from llm4seg_napari._widget import LLM4SegWidget
+    from llm4seg_napari.widget import LLM4SegWidget
 
     viewer = napari.Viewer(show=True)
+    gc_watch = GCWatch() if args.trace_stalls > 0 else None
     widget = LLM4SegWidget(viewer)
     viewer.window.add_dock_widget(widget, name="LLM4Seg", area="right")
     if args.demo:
@@ -141,14 +240,14 @@ def main() -> int:
         image = viewer.add_image(synthetic_ct(args.slices, args.size), name="ct",
                                  contrast_limits=(-1000, 1000))
     if args.model:
-        widget.set_model(args.model)
-    for i in range(widget.device_combo.count()):
-        if widget._device_list[i].arg == args.device:
-            widget.device_combo.setCurrentIndex(i)
+        widget.select_model(args.model)
+    widget.select_device(args.device)
     print(f"image {image.name!r} {image.data.shape} {image.data.dtype}; model "
-          f"{widget.model_combo.currentText()!r}; device {widget.device_arg}; "
+          f"{widget.model_combo.currentText()!r}; device {widget.state.device_arg}; "
           f"Qt platform {os.environ.get('QT_QPA_PLATFORM', '?')}; napari {napari.__version__}",
           flush=True)
+    if not args.no_settle:
+        settle()
 
     def run_job(name: str, click) -> dict:
         stamps: list[float] = []
@@ -167,7 +266,7 @@ def main() -> int:
         started = {"seen": False}
 
         def poll() -> None:
-            if widget.is_busy:
+            if widget.state.is_busy:
                 started["seen"] = True
             elif started["seen"] or time.perf_counter() - t0 > 1.0:
                 loop.quit()
@@ -182,7 +281,7 @@ def main() -> int:
         t0 = time.perf_counter()
         stamps.append(t0)
         click()
-        started["seen"] = started["seen"] or widget.is_busy
+        started["seen"] = started["seen"] or widget.state.is_busy
         loop.exec()
         t1 = time.perf_counter()
         tick.stop()
@@ -190,7 +289,8 @@ def main() -> int:
         stamps.append(t1)
         ticks, worst, p99 = gap_stats(stamps)
         gaps = np.diff(np.asarray(stamps))
-        worst_at = (stamps[int(np.argmax(gaps))] - t0) * 1e3 if gaps.size else float("nan")
+        at = int(np.argmax(gaps)) if gaps.size else 0
+        worst_at = (stamps[at] - t0) * 1e3 if gaps.size else float("nan")
         row = {"job": name, "seconds": t1 - t0, "ticks": ticks, "max_gap_ms": worst,
                "p99_gap_ms": p99, "status": widget.status_label.text()}
         print(f"{name:<10} duration {row['seconds'] * 1e3:9.0f} ms  ticks {ticks:6d}  "
@@ -198,11 +298,13 @@ def main() -> int:
               flush=True)
         print(f"           status: {row['status']}", flush=True)
         if tracer is not None:
-            tracer.report()
+            tracer.report(t0, (stamps[at], stamps[at + 1]) if gaps.size else (t0, t1))
+        if gc_watch is not None:
+            gc_watch.report(t0, t1)
         return row
 
     rows = [run_job("segment", widget.segment_button.click)]
-    mask = widget.mask_layer
+    mask = widget.state.mask
     if mask is None:
         print("no mask after Segment: stopping", flush=True)
         return 1
@@ -211,7 +313,7 @@ def main() -> int:
     mask.brush_size = 10
     for z in (n // 3, 2 * n // 3):  # "corrections" on 2 slices (tracked, and autosaved)
         mask.paint((z, cy, cx), 1)
-    print(f"corrected slices: {widget.corrected_slices}", flush=True)
+    print(f"corrected slices: {widget.state.corrected_slices}", flush=True)
     widget.steps_spin.setValue(args.steps)
     rows.append(run_job("fine-tune", widget.finetune_button.click))
     viewer.close()

@@ -10,12 +10,13 @@ A task whose data is missing is skipped with the reason printed.
 
 For every task (one real volume + one real binary mask, bench/fewshot_tasks.py),
 every k in --k (annotated slices, evenly spaced inside the structure) and every
-variant (a base checkpoint), it takes a fresh copy of the base, fine-tunes it
-with llm4seg_core.training.finetune on the k annotated slices (default
-FinetuneConfig, wall time including the encoder feature cache), segments the
-whole volume with Segmenter (timed separately) and scores Dice on all the other
-slices (structure-free slices included: false positives there lower the score).
-k = 0 is the base model without fine-tuning, scored on all slices.
+variant (a base checkpoint), it runs the correction loop of the UIs
+(llm4seg_core.loop.correction_loop, nothing saved): a fresh copy of the base is
+fine-tuned on the k annotated slices (default FinetuneConfig, wall time
+including the encoder feature cache), the other slices are segmented (timed
+separately) and Dice is scored on them (structure-free slices included: false
+positives there lower the score). k = 0 is the base model without fine-tuning,
+the whole volume segmented and scored.
 
     python bench/bench_fewshot.py                       # the full run (long: ~2-2.5 h on an idle 2-core CPU)
     python bench/bench_fewshot.py --quick               # smoke test: lung2, k=1, 10 steps
@@ -166,57 +167,68 @@ def run_one(base, task: Task, slices: list[int], *, steps: int | None, seed: int
             seg_batch: int, config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Fresh copy of ``base`` -> fine-tune on ``slices`` (none: k=0) -> segment -> score.
 
-    ``config``: more FinetuneConfig fields (bench/finetune_sweep.py varies them)."""
+    With slices this is the correction loop of the UIs (llm4seg_core.loop, nothing saved):
+    the annotated slices keep the annotation, the others are segmented, and the result is
+    scored raw, after keeping what continues the corrections (slice by slice, at most
+    DEFAULT_STEP_MM a slice; for comparison also whole 3-D regions), and after that and
+    filling between the annotated slices. ``config``: more FinetuneConfig fields
+    (bench/finetune_sweep.py varies them)."""
     from llm4seg_core.datasets import CorrectionSet
     from llm4seg_core.inference import Segmenter
-    from llm4seg_core.training import FinetuneConfig, finetune
+    from llm4seg_core.jobs import Callbacks
+    from llm4seg_core.loop import correction_loop, keep_continuations
+    from llm4seg_core.postprocess import pixel_mm
+    from llm4seg_core.store import ResolvedModel
+    from llm4seg_core.training import FinetuneConfig
 
-    model = copy.deepcopy(base)
     rec: dict[str, Any] = {"slices": list(slices), "seed": seed}
-    if slices:
-        kw: dict[str, Any] = {"device": device, "seed": seed, **(config or {})}
-        if steps is not None:
-            kw["steps"] = steps
-        cfg = FinetuneConfig(**kw)
-        cs = CorrectionSet(task.volume, task.mask, slices)
-        t0 = time.perf_counter()
-        res = finetune(model, cs, cfg)
-        rec["finetune_s"] = time.perf_counter() - t0
-        rec["steps"] = res.steps
-        rec["cached_encoder"] = res.info.get("cached_encoder")
-        rec["final_loss"] = res.history[-1]["loss"] if res.history else None
-        rec["train_dice"] = res.best_metrics.get("train_dice")
-    else:
+    if not slices:
         rec["finetune_s"] = None
-    seg = Segmenter(model, device=device, batch_size=seg_batch)
-    t0 = time.perf_counter()
-    pred = seg.segment(task.volume)
-    rec["segment_s"] = time.perf_counter() - t0
-    rec.update(score_other_slices(pred, task.mask, slices))
-    if slices:
-        # as in the UIs: the annotated slices hold the annotation, then only what continues
-        # it is kept ("keep only what continues my corrections"): slice by slice, at most
-        # DEFAULT_STEP_MM a slice (the default), and for comparison whole 3-D regions
-        from llm4seg_core.postprocess import keep_seeded_components, pixel_mm
+        seg = Segmenter(copy.deepcopy(base), device=device, batch_size=seg_batch)
+        t0 = time.perf_counter()
+        pred = seg.segment(task.volume)
+        rec["segment_s"] = time.perf_counter() - t0
+        rec.update(score_other_slices(pred, task.mask, slices))
+        return rec
+    kw: dict[str, Any] = {"device": device, "seed": seed, **(config or {})}
+    if steps is not None:
+        kw["steps"] = steps
+    resolved = ResolvedModel(base, base.spec, "benchmark base", "benchmark base", True)
+    t_seg = 0.0
 
-        filled = (pred > 0).astype(np.uint8)
-        filled[slices] = task.mask[slices]
-        seeded, _ = keep_seeded_components(filled, slices, pixel_size=pixel_mm(task.volume))
-        s2 = score_other_slices(seeded, task.mask, slices)
-        rec["dice_seeded"] = s2["dice"]
-        rec["precision_seeded"] = s2["precision"]
-        rec["sensitivity_seeded"] = s2["sensitivity"]
-        seeded3d, _ = keep_seeded_components(filled, slices, step_mm=None)
-        rec["dice_seeded_3d"] = score_other_slices(seeded3d, task.mask, slices)["dice"]
-        # ... and also filling the gaps between annotated slices ("fill between my corrected
-        # slices"): the mask the UIs give with both boxes ticked
-        both, _ = keep_seeded_components(filled, slices, pixel_size=pixel_mm(task.volume),
-                                         fill_between=True)
-        s3 = score_other_slices(both, task.mask, slices)
-        rec["dice_filled"] = s3["dice"]
-        rec["precision_filled"] = s3["precision"]
-        rec["sensitivity_filled"] = s3["sensitivity"]
-    del model, seg
+    def segment_started(done: int, total: int) -> None:
+        nonlocal t_seg
+        if done == 0:
+            t_seg = time.perf_counter()
+
+    res = correction_loop(resolved, CorrectionSet(task.volume, task.mask, slices),
+                          FinetuneConfig(**kw), save=False, keep=False, device=device,
+                          batch_size=seg_batch,
+                          segment_callbacks=Callbacks(on_progress=segment_started))
+    rec["segment_s"] = time.perf_counter() - t_seg
+    ft = res.outcome.result
+    rec["finetune_s"] = ft.seconds
+    rec["steps"] = ft.steps
+    rec["cached_encoder"] = ft.info.get("cached_encoder")
+    rec["final_loss"] = ft.history[-1]["loss"] if ft.history else None
+    rec["train_dice"] = ft.best_metrics.get("train_dice")
+    rec.update(score_other_slices(res.raw, task.mask, slices))
+    raw = (res.raw > 0).astype(np.uint8)
+    px = pixel_mm(task.volume)
+    # the JSON keys keep their first names: "seeded" = kept what continues the corrections
+    continued, _ = keep_continuations(raw, slices, pixel_size=px, fill_between=False)
+    s2 = score_other_slices(continued, task.mask, slices)
+    rec["dice_seeded"] = s2["dice"]
+    rec["precision_seeded"] = s2["precision"]
+    rec["sensitivity_seeded"] = s2["sensitivity"]
+    regions, _ = keep_continuations(raw, slices, pixel_size=px, step_mm=None, fill_between=False)
+    rec["dice_seeded_3d"] = score_other_slices(regions, task.mask, slices)["dice"]
+    filled, _ = keep_continuations(raw, slices, pixel_size=px, fill_between=True)
+    s3 = score_other_slices(filled, task.mask, slices)
+    rec["dice_filled"] = s3["dice"]
+    rec["precision_filled"] = s3["precision"]
+    rec["sensitivity_filled"] = s3["sensitivity"]
+    del res
     return rec
 
 
@@ -262,9 +274,10 @@ def print_table(results: list[dict[str, Any]], variants: list[str], bases_meta: 
     heads = [v + ("" if bases_meta[v]["trained"] else " (untrained base)") for v in variants]
     w0 = max([10] + [len(t) + 6 for t, _ in rows])
     widths = [max(len(h), 26) for h in heads]
-    log("Dice on the non-annotated slices (mean over seeds): raw / keeping only what continues "
-        "the annotation slice by slice / that and filling between annotated slices; fine-tune "
-        "wall time. Last column: the annotation interpolated between its slices, no model")
+    log("Dice on the non-annotated slices (mean over seeds): raw / keeping what continues "
+        "the corrections (the annotation) slice by slice / that and filling between annotated "
+        "slices; fine-tune wall time. Last column: the annotation interpolated between its "
+        "slices, no model")
     line = (f"{'task / k':<{w0}}" + "".join(f" | {h:>{w}}" for h, w in zip(heads, widths))
             + " | interp. only")
     log(line)
@@ -301,7 +314,7 @@ def print_verdict(results: list[dict[str, Any]], variants: list[str], bases_meta
             verdict["dice_target_met"] = d >= TARGET_DICE
             log(f"target {TARGET_TASK} k={TARGET_K} Dice >= {TARGET_DICE} ({main}): {d:.3f} -> "
                 f"{'MET' if d >= TARGET_DICE else 'NOT met'}")
-            for key, what in (("dice_seeded", "keeping only what continues the annotation"),
+            for key, what in (("dice_seeded", "keeping what continues the corrections"),
                               ("dice_filled", "that and filling between annotated slices")):
                 sd = [r[key] for r in ft if r["variant"] == main and r["task"] == TARGET_TASK
                       and r["k"] == TARGET_K and r.get(key) is not None]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llm4seg_core.datasets import choose_slices, structure_slices
+from llm4seg_core.slices import choose_slices, structure_slices
 from llm4seg_core.io import Volume, read_image, read_mask
 from llm4seg_core.metrics import score
 

@@ -3,9 +3,10 @@
 
 For each setting (FinetuneConfig fields as ``key=value`` pairs) and seed it runs
 bench_fewshot.run_one: a fresh copy of the base is fine-tuned on the k annotated
-slices of the task, the whole volume is segmented, and Dice is scored on every
-other slice twice: raw, and after ``keep_seeded_components`` (regions not
-touching the annotation dropped).
+slices of the task, the other slices are segmented, and Dice is scored on every
+other slice twice: raw, and after keeping what continues the corrections
+(``llm4seg_core.loop.keep_continuations``; the column "continued", the JSON key
+``dice_seeded``).
 
     python bench/finetune_sweep.py --task lung2 --k 2 \
         --base resources/models/default.safetensors \
@@ -79,7 +80,7 @@ def main() -> int:
     slices = choose_slices(task.mask, args.k)
     print(f"task {task.name} ({task.description}), k={args.k}, annotated slices {slices}; "
           f"base {base_name}; torch threads {torch.get_num_threads()}")
-    print(f"{'setting':<48} {'seed':>4} {'dice':>6} {'seeded':>6} {'prec':>6} {'sens':>6} "
+    print(f"{'setting':<48} {'seed':>4} {'dice':>6} {'cont.':>6} {'prec':>6} {'sens':>6} "
           f"{'fine-tune s':>11} {'segment s':>9}")
     rows = []
     for text in args.configs:
@@ -100,7 +101,7 @@ def main() -> int:
         for text in args.configs:
             rs = [r for r in rows if r["setting"] == (text or "(defaults)")]
             print(f"  {(text or '(defaults)'):<46} dice {statistics.fmean(r['dice'] for r in rs):.3f}"
-                  f" seeded {statistics.fmean(r['dice_seeded'] for r in rs):.3f}"
+                  f" continued {statistics.fmean(r['dice_seeded'] for r in rs):.3f}"
                   f" fine-tune {statistics.fmean(r['finetune_s'] for r in rs):.1f} s")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

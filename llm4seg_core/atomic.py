@@ -35,8 +35,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None], *,
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, file_mode())
         write(tmp)
+        os.chmod(tmp, file_mode())  # after: some writers (safetensors) make the file anew, 0600
         if fsync:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())

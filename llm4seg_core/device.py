@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from llm4seg_core.errors import LLM4SegError
@@ -62,23 +64,23 @@ def describe_device(device: torch.device) -> str:
     return str(device)
 
 
-
 def flush_denormals() -> bool:
     """Make the calling thread treat denormal floats as zero (x86 FTZ/DAZ); False if unsupported.
 
-    During fine-tuning some weights and gradients decay into the denormal range,
-    where CPU float arithmetic is many times slower. Measured on lung2 (k = 2,
-    240 steps, 2 cores): the time per 20 steps grew from 3.6 s to 10.8 s, 66 s
-    in all, against a flat 3.5 s, 42 s in all, with this set; the trained
-    weights were the same. Values below about 1e-38 become 0, which no
-    segmentation can see.
-
-    The mode is per thread, and the intra-op worker threads copy it from the
-    thread that starts them, so it is set when this module is first imported and
-    again at the start of each engine call (fine-tune, training, segmentation)
-    and each UI worker; it is left on.
+    During fine-tuning some weights and gradients decay into the denormal
+    range, where CPU float arithmetic is many times slower (measured in
+    docs/benchmarks.md, "What changed since the earlier runs"); values below
+    about 1e-38 become 0, which no segmentation can see. The mode is per
+    thread and torch's intra-op workers copy it from the thread that starts
+    them, so every engine entry point (building a network, ``Segmenter.segment``,
+    ``Trainer.fit``, ``finetune``) and each UI worker thread calls this first.
+    It is left on.
     """
     return bool(torch.set_flush_denormal(True))
 
 
-flush_denormals()  # in the importing thread, so that worker threads it starts inherit it
+def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when ``enabled``; a no-op elsewhere (no fast bf16 on these CPUs)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

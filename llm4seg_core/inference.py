@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -13,24 +12,13 @@ import torch
 from llm4seg_core.device import flush_denormals, resolve_device
 from llm4seg_core.errors import Cancelled, LLM4SegError
 from llm4seg_core.io import Volume
+from llm4seg_core.jobs import Callbacks
 from llm4seg_core.model.network import LLM4SegNet
 from llm4seg_core.preprocess import intensity_range, logits_to_labels, slice_stack, to_model_input
 
-ProgressFn = Callable[[int, int], None]
-
 DEFAULT_BATCH = {"cpu": 2, "cuda": 8, "mps": 8}
-"""Slices per forward pass when none is given. CPU: measured on the 2-core
-development machine (fp32, channels-last, SmolLM2 layer): 0.26 / 0.24 / 0.29 /
-0.35 s a slice at batch 1 / 2 / 4 / 8."""
-CancelFlag = threading.Event | Callable[[], bool]
-
-
-def _is_cancelled(cancel: CancelFlag | None) -> bool:
-    if cancel is None:
-        return False
-    if isinstance(cancel, threading.Event):
-        return cancel.is_set()
-    return bool(cancel())
+"""Slices per forward pass when none is given. On a CPU batch 2 is the fastest
+per slice (docs/benchmarks.md, "Engine benchmark", CPU: Segmentation)."""
 
 
 class Segmenter:
@@ -108,17 +96,19 @@ class Segmenter:
         volume: Volume,
         *,
         slices: Iterable[int] | None = None,
-        progress: ProgressFn | None = None,
-        cancel: CancelFlag | None = None,
+        callbacks: Callbacks | None = None,
         out: np.ndarray | None = None,
     ) -> np.ndarray:
         """Labels for ``volume`` (all slices, or only ``slices``).
 
         With ``out`` (a uint8 array of the volume's spatial shape) only the
         chosen slices are written into it and it is returned; other slices are
-        left as they are. Raises :class:`Cancelled` when ``cancel`` is set; the
-        slices done so far are already in ``out``.
+        left as they are. ``callbacks`` hear ``progress(slices done, total)``
+        after every batch; when they cancel (checked before every batch) this
+        raises :class:`Cancelled`, and the slices done so far are already in
+        ``out``.
         """
+        cb = callbacks if callbacks is not None else Callbacks()
         flush_denormals()
         spec = self.model.spec
         shape = volume.spatial_shape
@@ -137,11 +127,10 @@ class Segmenter:
         hw = tuple(view.shape[1:3])
         pin = self.device.type == "cuda"
         done = 0
-        if progress:
-            progress(0, len(order))
+        cb.progress(0, len(order))
         with torch.inference_mode(), self._autocast():
             for start in range(0, len(order), self.batch_size):
-                if _is_cancelled(cancel):
+                if cb.cancelled():
                     raise Cancelled(f"segmentation cancelled after {done} of {len(order)} slices")
                 batch = order[start : start + self.batch_size]
                 x = to_model_input(slice_stack(volume, batch, spec.in_channels), limits, spec.image_size)
@@ -153,6 +142,5 @@ class Segmenter:
                 for k, z in enumerate(batch):
                     view[z] = labels[k]
                 done += len(batch)
-                if progress:
-                    progress(done, len(order))
+                cb.progress(done, len(order))
         return out

@@ -9,13 +9,17 @@ fine-tuned on): they count for nothing.
 Conventions for empty structures: when neither prediction nor reference has
 the label, overlap metrics are 1.0 and HD95 is 0.0; when only one has it,
 Dice/IoU are 0.0 and HD95 is NaN (undefined; ``None`` in JSON).
+
+:func:`format_metrics` writes a metrics record (training, fine-tune, a model
+version's) as one line of text, for the command line and the UIs alike.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -164,3 +168,60 @@ def dice(pred: np.ndarray, ref: np.ndarray, label: int | None = None) -> float:
     p = pred > 0 if label is None else pred == label
     r = ref > 0 if label is None else ref == label
     return overlap_scores(p, r)["dice"]
+
+
+# --------------------------------------------------------------------------- text
+
+SHORT_KEYS = (
+    "val_dice", "dice", "train_dice", "val_iou", "train_iou", "val_loss", "train_loss", "loss",
+)
+"""The keys people look for first, in the order the short form shows them."""
+
+
+def format_value(value: Any, key: str = "") -> str:
+    """One metric value as text: ``0.8123``, ``1.00e-02`` for a learning rate, ``12.3`` seconds."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if key == "lr":
+        return f"{value:.2e}"
+    if key.endswith("_s") or key == "seconds":
+        return f"{value:.1f}"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
+    return str(value)
+
+
+def _word(key: str) -> str:
+    return key.split("_", 1)[1] if key.startswith(("val_", "train_")) else key
+
+
+def format_metrics(metrics: Mapping[str, Any], limit: int | None = None) -> str:
+    """``val_dice=0.8123 val_iou=0.7011``: a metrics record as one line ('' when it has no number).
+
+    With ``limit``: the short form, at most ``limit`` scores, the
+    :data:`SHORT_KEYS` first (one per kind: ``val_dice`` hides ``dice`` and
+    ``train_dice``), then other Dice/IoU keys. Without: every number, epoch
+    and step first, then the scores, then the rest, and ``*best*`` for the
+    best epoch of a training run.
+    """
+    nums = {k: v for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    scores = [k for k in SHORT_KEYS if k in nums]
+    scores += [k for k in nums if k not in scores and ("dice" in k.lower() or "iou" in k.lower())]
+    if limit is not None:
+        shown: list[str] = []
+        for k in scores:
+            if k in SHORT_KEYS and _word(k) in {_word(s) for s in shown}:
+                continue
+            shown.append(k)
+        keys = shown[:limit]
+    else:
+        head = [k for k in ("epoch", "step") if k in nums]
+        keys = head + [k for k in scores if k not in head]
+        keys += [k for k in nums if k not in keys]
+    parts = [f"{k}={format_value(nums[k], k)}" for k in keys]
+    if limit is None and metrics.get("best") is True:
+        parts.append("*best*")
+    return " ".join(parts)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from llm4seg_core.atomic import atomic_write
 from llm4seg_core.io import Volume
 from llm4seg_core.preprocess import looks_like_ct, window_limits
 
@@ -54,14 +53,5 @@ def write_png(rgb: np.ndarray, path: str | Path) -> Path:
     """Write a uint8 RGB array as PNG, atomically."""
     import SimpleITK as sitk
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(sitk.GetImageFromArray(rgb, isVector=True), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    image = sitk.GetImageFromArray(rgb, isVector=True)
+    return atomic_write(path, lambda tmp: sitk.WriteImage(image, tmp), suffix=".png")

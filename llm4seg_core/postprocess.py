@@ -1,9 +1,11 @@
-"""Post-processing of a segmented volume with what the person has already drawn.
+"""Keep what continues the corrections: the algorithm under ``loop.keep_continuations``.
 
 :func:`keep_seeded_components` keeps, per label value, only the prediction
-that continues the outlines on the corrected slices. A clinician who outlined
-a tumour on two slices wants the tumour's continuation on the other slices,
-not every bright blob elsewhere in the scan.
+that continues the outlines on the corrected slices (the "seeds"). A
+clinician who outlined a tumour on two slices wants the tumour's
+continuation on the other slices, not every bright blob elsewhere in the
+scan. Front ends call it through :func:`llm4seg_core.loop.keep_continuations`,
+which sums its per-label record into a typed summary.
 
 Two ways to decide what continues an outline:
 
@@ -25,9 +27,9 @@ lung2/brain1 cells the 3 mm walk is better in 4 of 6, equal in one, and worse
 where one annotated slice holds a lesion's smallest cross-section and the
 lesion grows faster than 3 mm a slice (brain1, k = 1).
 
-It is an option (``seeded`` in the UIs and ``--seeded`` on the command line):
-a scan with several separate lesions of which only one was outlined loses
-the others.
+It is an option ("keep what continues the corrections" in the UIs,
+``--seeded`` on the command line): a scan with several separate lesions of
+which only one was outlined loses the others.
 
 With ``fill_between=True`` the gaps between two corrected slices that hold
 the same label are also filled with the outline interpolated between them

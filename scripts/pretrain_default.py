@@ -179,7 +179,8 @@ def _binary_from_multiclass(model, spec_binary, device):
 def _run_stage(label: str, model, data, args: argparse.Namespace, *, device, epochs: int,
                trainable: str, seed: int, budget: float) -> dict:
     """Train ``model`` on ``data`` until ``epochs`` or ``budget`` seconds; printed as ``label``."""
-    from llm4seg_core.training import Callbacks, Trainer, TrainConfig
+    from llm4seg_core.jobs import Callbacks
+    from llm4seg_core.training import Trainer, TrainConfig
 
     cfg = TrainConfig(epochs=epochs, batch_size=args.batch, seed=seed, device=str(device),
                       trainable=trainable, optimizer=args.optimizer, lr=args.lr,

@@ -10,7 +10,7 @@ Story, with the shipped default model (or --model): open the lung2 sample,
 Segment the whole volume, "correct" two slices through the tumour by writing
 the expert outline into them with ``data_setitem`` (the same undoable edit
 the paint tools make, so the widget tracks them), Fine-tune, Segment again
-with "keep only what continues my corrections" and "... and fill between my
+with "keep what continues my corrections" and "... and fill between my
 corrected slices". Writes
 
     widget_segmented.png   after the first Segment (default model)
@@ -49,7 +49,7 @@ def main() -> int:
     from llm4seg_core.data import demo_case
     from llm4seg_core.io import read_image, read_mask
     from llm4seg_napari._sample_data import make_lung2_sample
-    from llm4seg_napari._widget import LLM4SegWidget
+    from llm4seg_napari.widget import LLM4SegWidget
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -60,7 +60,7 @@ def main() -> int:
     data, kwargs, _ = make_lung2_sample()[0]
     image = viewer.add_image(data, **kwargs)
     if args.model:
-        widget.set_model(args.model)
+        widget.select_model(args.model)
     if args.steps:
         widget.steps_spin.setValue(args.steps)
     image_path, label_path = demo_case("lung2")
@@ -70,13 +70,13 @@ def main() -> int:
 
     def wait(what: str) -> None:
         t0 = time.perf_counter()
-        while widget.is_busy:
+        while widget.state.is_busy:
             QApplication.processEvents()
             time.sleep(0.02)
         for _ in range(20):
             QApplication.processEvents()
             time.sleep(0.01)
-        print(f"{what}: {time.perf_counter() - t0:.1f} s; {widget.status_label.text()}", flush=True)
+        print(f"{what}: {time.perf_counter() - t0:.1f} s; {widget.state.status}", flush=True)
 
     def dice(mask: np.ndarray) -> float:
         keep = np.ones(truth.shape[0], bool)
@@ -98,7 +98,7 @@ def main() -> int:
 
     widget.segment_button.click()
     wait("segment")
-    mask = widget.mask_layer
+    mask = widget.state.mask
     print(f"Dice (default model, uncorrected slices): {dice(mask.data):.3f}")
     mask.opacity = 0.55
     viewer.camera.zoom *= 1.6
@@ -107,17 +107,17 @@ def main() -> int:
     for z in zs:  # the "correction": the expert outline on this slice, as one undoable edit
         idx = np.nonzero(np.ones(truth[z].shape, bool))
         mask.data_setitem((np.full(idx[0].size, z), *idx), truth[z][idx].astype(np.uint8))
-    print(f"corrected slices: {widget.corrected_slices}")
+    print(f"corrected slices: {widget.state.corrected_slices}")
     widget.finetune_button.click()
     wait("fine-tune")
     shot("widget_finetune.png")
 
-    widget.seeded_check.setChecked(True)  # "... and fill between" is ticked by default
+    widget.keep_check.setChecked(True)  # "... and fill between" is ticked by default
     widget.segment_again_button.click()
     wait("segment again")
     print(f"Dice (fine-tuned, continued from the corrections and filled between them, "
           f"uncorrected slices): {dice(mask.data):.3f}")
-    print(f"status: {widget.status_label.text()}")
+    print(f"status: {widget.state.status}")
     shot("widget_after.png")
     viewer.close()
     return 0

@@ -8,7 +8,7 @@ headers, with a function that reads, or ``None`` when the path is not ours
 The reading function returns napari layer-data tuples ``(array, kwargs,
 "image")``. Choices:
 
-* **Placement**: see :mod:`llm4seg_napari._geometry`: ``scale`` + ``translate``
+* **Placement**: see :mod:`llm4seg_napari.geometry`: ``scale`` + ``translate``
   in mm (z, y, x) when the image axes are the patient axes, else one
   ``affine`` (``Volume.affine_zyx``). Anisotropic CT shows with its true
   proportions.
@@ -22,8 +22,9 @@ The reading function returns napari layer-data tuples ``(array, kwargs,
 * **Folders with several DICOM series**: one layer, the largest series (what
   ``read_image`` picks); the others are listed in ``metadata["llm4seg_series"]``
   (uid, description, modality, n_files, label; the chosen one first) for the
-  dock widget's series picker. Loading every series at once would fill memory
-  with localizers and duplicate reconstructions in other geometries.
+  dock widget's series picker, which reads another one with
+  ``read_layers(folder, series_uid=...)``. Loading every series at once would
+  fill memory with localizers and duplicate reconstructions in other geometries.
 * **A stacked list of DICOM files** from one folder reads as that series;
   a list of other files gives one layer per file.
 * **Errors**: a path we claim but cannot read (damaged, truncated, empty,
@@ -42,14 +43,15 @@ from typing import Any
 from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.io import (
     DICOM_SUFFIXES,
-    PICTURE_SUFFIXES,
     VOLUME_SUFFIXES,
     Volume,
-    has_dicom_preamble,
+    folder_has_dicom,
+    is_dicom_file,
     list_dicom_series,
     read_image,
+    suffix_of,
 )
-from llm4seg_napari._geometry import (
+from llm4seg_napari.geometry import (
     SERIES_KEY,
     VOLUME_KEY,
     WINDOW_KEY,
@@ -62,54 +64,20 @@ ReaderFunction = Callable[[str | Sequence[str]], list[LayerData]]
 
 #: File suffixes this reader claims (also the manifest's filename_patterns).
 READER_SUFFIXES: tuple[str, ...] = DICOM_SUFFIXES + VOLUME_SUFFIXES
-#: How many folder entries a folder check looks at before giving up.
-_FOLDER_PROBE_LIMIT = 500
 _CHEST_WORDS = ("CHEST", "LUNG", "THORAX", "THX", "PULM")
 
-__all__ = ["READER_SUFFIXES", "napari_get_reader", "read_layers", "volume_layer"]
+__all__ = ["READER_SUFFIXES", "LayerData", "napari_get_reader", "read_layers", "volume_layer"]
 
 
 # --------------------------------------------------------------------------- claiming
 
 
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    for suf in sorted(READER_SUFFIXES + PICTURE_SUFFIXES, key=len, reverse=True):
-        if name.endswith(suf):
-            return suf
-    return path.suffix.lower()
-
-
-def _is_dicom_file(path: Path) -> bool:
-    """By suffix, or by the "DICM" preamble for files named without one or by UID ("1.2.3.4")."""
-    suffix = _suffix(path)
-    if suffix in DICOM_SUFFIXES:
-        return True
-    if suffix in VOLUME_SUFFIXES or suffix in PICTURE_SUFFIXES or path.name == "DICOMDIR":
-        return False
-    return has_dicom_preamble(path)
-
-
-def _folder_has_dicom(folder: Path) -> bool:
-    """Cheap check: a DICOM file among the first few hundred entries below ``folder``."""
-    seen = 0
-    for _root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in sorted(dirs) if not d.startswith(".")]
-        for name in sorted(files):
-            seen += 1
-            if seen > _FOLDER_PROBE_LIMIT:
-                return False
-            if _is_dicom_file(Path(_root) / name):
-                return True
-    return False
-
-
 def _claims(path: Path) -> bool:
     if path.is_dir():
-        return path.suffix.lower() != ".zarr" and _folder_has_dicom(path)
+        return path.suffix.lower() != ".zarr" and folder_has_dicom(path)
     if not path.is_file():
         return False
-    return _suffix(path) in READER_SUFFIXES or _is_dicom_file(path)
+    return suffix_of(path) in READER_SUFFIXES or is_dicom_file(path)
 
 
 def napari_get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
@@ -131,7 +99,7 @@ def _layer_name(volume: Volume, path: Path) -> str:
         desc = volume.meta.get("series_description")
         return f"{path.name}: {desc}" if desc else path.name
     name = path.name
-    suffix = _suffix(path)
+    suffix = suffix_of(path)
     if suffix and name.lower().endswith(suffix):
         name = name[: -len(suffix)]
     return name or path.name
@@ -218,11 +186,6 @@ def _read_one(path: Path, *, series_uid: str | None = None, window: str | None =
     return volume_layer(volume, _layer_name(volume, path), window=window, extra_metadata=extra)
 
 
-def read_series(folder: str | os.PathLike, uid: str, *, window: str | None = None) -> LayerData:
-    """One series of a DICOM folder (by SeriesInstanceUID) as napari layer data."""
-    return _read_one(Path(folder), series_uid=uid, window=window)
-
-
 def _series_uid_of(path: Path) -> str | None:
     import pydicom
 
@@ -236,10 +199,14 @@ def _series_uid_of(path: Path) -> str | None:
     return uid or None
 
 
-def read_layers(path: str | Sequence[str], *, window: str | None = None) -> list[LayerData]:
+def read_layers(path: str | os.PathLike | Sequence[str], *, series_uid: str | None = None,
+                window: str | None = None) -> list[LayerData]:
     """Read ``path`` (or a list of paths) into napari layer-data tuples.
 
-    Raises LLM4SegError for anything unreadable (napari shows the message).
+    ``series_uid`` picks a series of a DICOM folder (default: the largest);
+    ``window`` forces a CT preset of ``llm4seg_core.preprocess.CT_WINDOWS``.
+    No Qt: front ends call it in a worker thread. Raises LLM4SegError for
+    anything unreadable (napari shows the message).
     """
     paths = (
         [Path(path).expanduser()]
@@ -248,7 +215,7 @@ def read_layers(path: str | Sequence[str], *, window: str | None = None) -> list
     )
     if not paths:
         raise LLM4SegError("no file given; choose a DICOM folder or an image file")
-    if len(paths) > 1 and all(p.is_file() and _is_dicom_file(p) for p in paths):
+    if len(paths) > 1 and all(p.is_file() and is_dicom_file(p) for p in paths):
         parents = {p.parent for p in paths}
         uids = {_series_uid_of(p) for p in paths}
         if len(parents) == 1 and len(uids) == 1 and None not in uids:
@@ -259,4 +226,4 @@ def read_layers(path: str | Sequence[str], *, window: str | None = None) -> list
             "the chosen DICOM files are not one series in one folder; "
             "open their folder instead (the largest series is read, the others are listed)"
         )
-    return [_read_one(p, window=window) for p in paths]
+    return [_read_one(p, series_uid=series_uid, window=window) for p in paths]

@@ -12,7 +12,7 @@ from typing import Any
 from llm4seg_core.data import data_dir, demo_case, demo_data_available
 from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.io import read_mask
-from llm4seg_napari._geometry import VOLUME_KEY, layer_kwargs, reference_from_record
+from llm4seg_napari.geometry import VOLUME_KEY, layer_kwargs, reference_from_record
 from llm4seg_napari._reader import LayerData, read_layers
 
 __all__ = ["make_lung2_sample"]

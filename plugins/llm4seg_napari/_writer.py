@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from llm4seg_core.io import Volume, mask_suffix_for, write_mask
-from llm4seg_napari._geometry import (
+from llm4seg_napari.geometry import (
     VOLUME_KEY,
     reference_from_layer,
     reference_from_record,

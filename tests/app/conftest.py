@@ -1,7 +1,7 @@
 """Fixtures for the Qt app tests (run under Xvfb with QT_QPA_PLATFORM=xcb).
 
 No modal dialog may block a test: QMessageBox, QFileDialog and QInputDialog
-are replaced in the app's module by recorders that answer as a test says.
+are replaced in the app's modules by recorders that answer as a test says.
 """
 
 from __future__ import annotations
@@ -38,9 +38,13 @@ class Dialogs:
         return [text for k, _title, text in self.shown if kind is None or k == kind]
 
 
+#: The app's modules that open dialogs (each imports the dialog classes it uses).
+DIALOG_MODULES = ("actions", "closing", "editing", "opening", "saving", "status", "window")
+
+
 @pytest.fixture
 def dialogs(monkeypatch) -> Dialogs:
-    import llm4seg_app.window as window_module
+    import importlib
 
     record = Dialogs()
 
@@ -93,9 +97,13 @@ def dialogs(monkeypatch) -> Dialogs:
                 return "", False
             return items[pick], True
 
-    monkeypatch.setattr(window_module, "QMessageBox", FakeMessageBox)
-    monkeypatch.setattr(window_module, "QFileDialog", FakeFileDialog)
-    monkeypatch.setattr(window_module, "QInputDialog", FakeInputDialog)
+    fakes = {"QMessageBox": FakeMessageBox, "QFileDialog": FakeFileDialog,
+             "QInputDialog": FakeInputDialog}
+    for name in DIALOG_MODULES:
+        module = importlib.import_module(f"llm4seg_app.{name}")
+        for attr, fake in fakes.items():
+            if hasattr(module, attr):
+                monkeypatch.setattr(module, attr, fake)
     return record
 
 

@@ -69,12 +69,12 @@ def main(out_dir: str) -> None:
     labels = np.asarray(expert.data)
     area = labels.reshape(labels.shape[0], -1).sum(1)
     tumour = [int(z) for z in np.nonzero(area)[0]]
-    from llm4seg_core.datasets import choose_slices
+    from llm4seg_core.slices import choose_slices
 
     train_z = choose_slices(labels, 2)
     show_z = (train_z[0] + train_z[1]) // 2  # not corrected: the mask there is the model's
     print("tumour slices", tumour, "shown", show_z, "corrections", train_z)
-    print("model:", window.widget.model_combo.currentText())
+    print("model:", window.state.model_text)
 
     window.segment("volume")
     wait(app, window)
@@ -92,7 +92,7 @@ def main(out_dir: str) -> None:
     window.finetune()
     # mid-way: the status bar shows the fine-tune's progress, Cancel is on
     end = time.monotonic() + 300
-    while (window.is_busy and window.widget.progress_bar.value() < steps // 2
+    while (window.is_busy and window.state.job_progress[0] < steps // 2
            and time.monotonic() < end):
         app.processEvents()
         time.sleep(0.02)
@@ -100,7 +100,7 @@ def main(out_dir: str) -> None:
     pump(app, 0.5)
     window.grab().save(str(out / "app_finetune.png"))
     wait(app, window)
-    window.widget.seeded_check.setChecked(True)  # "... and fill between" is on by default
+    window.widget.keep_check.setChecked(True)  # "... and fill between" is on by default
     window.segment("volume")  # the uncorrected slices, with the fine-tuned version
     wait(app, window)
     window.viewer.dims.set_point(0, float(image.data_to_world([show_z, 0, 0])[0]))
@@ -113,7 +113,7 @@ def main(out_dir: str) -> None:
     others[train_z] = False
     pred, ref = mask.data[others] > 0, labels[others] > 0
     print(f"Dice on the uncorrected slices: {2 * (pred & ref).sum() / (pred.sum() + ref.sum()):.3f}")
-    print("status:", window.widget.status_label.text())
+    print("status:", window.state.status)
 
     dialog = window.show_about()
     pump(app, 1.0)

@@ -57,14 +57,14 @@ def test_demo_ct_segment_paint_finetune_save(make_window, dialogs, qtbot, tmp_pa
     # Segment the slice through the tumour with a tiny model
     z = _mask_slice_with_expert_label(window)
     window.viewer.dims.set_point(0, float(image.data_to_world([z, 0, 0])[0]))
-    window.widget.set_model(TINY, "tiny CMUNeXt (test)")
+    window.widget.select_model(TINY, "tiny CMUNeXt (test)")
     window.segment_slice_action.trigger()
     assert window.is_busy and window.cancel_action.isEnabled()
     assert not window.segment_action.isEnabled() and window.progress.isVisible()
     wait_idle(qtbot, window)
     mask = window.mask_layer
     assert mask is not None and mask.data.shape == image.data.shape
-    assert "Segmented 1 slice(s)" in window.widget.status_label.text()
+    assert "Segmented 1 slice(s)" in window.state.status
     assert "Model: tiny CMUNeXt (test)" in window.model_label.text()
     assert window.device_label.text().startswith("Device: auto (cpu")
 
@@ -78,7 +78,7 @@ def test_demo_ct_segment_paint_finetune_save(make_window, dialogs, qtbot, tmp_pa
     mask.paint((z, y, x), 1)
     painted = mask.data[z].copy()
     assert painted[y, x] == 1 and not np.array_equal(painted, before)
-    assert window.widget.corrected_slices == [z]
+    assert window.state.corrected_slices == [z]
     assert window.has_unsaved_changes()
     window.undo_action.trigger()
     np.testing.assert_array_equal(mask.data[z], before)
@@ -98,9 +98,8 @@ def test_demo_ct_segment_paint_finetune_save(make_window, dialogs, qtbot, tmp_pa
     wait_idle(qtbot, window)
     versions = ModelStore().versions()
     assert len(versions) == 1 and versions[0].data["slices"] == [z]
-    assert window.widget.model_arg == versions[0].name
-    window._sync()
-    assert versions[0].name in window.model_label.text()
+    assert window.state.model_arg == versions[0].name
+    assert versions[0].name in window.model_label.text()  # the status bar follows the state
 
     # Save (first time: asks where; a name without suffix gets .nii.gz)
     out = tmp_path / "out" / "lung2_mask"
@@ -143,7 +142,7 @@ def test_open_file_window_presets_and_recent(make_window, dialogs, qtbot, small_
     assert window.settings.last_folder == str(small_ct.parent)
 
     window.window_actions["bone"].trigger()
-    assert window.widget.window_combo.currentText() == "bone"
+    assert window.state.window_preset == "bone"
     assert tuple(image.contrast_limits) == pytest.approx(window_limits("bone"))
     assert window.settings.window_preset == "bone"
     window.window_actions["lung"].trigger()
@@ -190,7 +189,7 @@ def test_errors_show_a_dialog_and_the_app_stays_usable(make_window, dialogs, qtb
 
     # missing weights: a checkpoint file that is not there
     n = len(dialogs.texts("critical"))
-    window.widget.set_model(str(tmp_path / "missing_weights.safetensors"), "missing weights")
+    window.widget.select_model(str(tmp_path / "missing_weights.safetensors"), "missing weights")
     window.segment_action.trigger()
     wait_idle(qtbot, window)
     errors = dialogs.texts("critical")[n:]
@@ -198,11 +197,11 @@ def test_errors_show_a_dialog_and_the_app_stays_usable(make_window, dialogs, qtb
     assert window.segment_action.isEnabled() and not window.is_busy
 
     # and Segment works again with a model that is there
-    window.widget.set_model(TINY)
+    window.widget.select_model(TINY)
     window.segment("volume")
     wait_idle(qtbot, window)
     assert window.mask_layer is not None
-    assert "Segmented 6 slice(s)" in window.widget.status_label.text()
+    assert "Segmented 6 slice(s)" in window.state.status
     # saving to an unsupported format: a dialog, the mask stays unsaved
     window.mask_layer.paint((1, 10, 10), 1)
     n = len(dialogs.texts("critical"))
@@ -263,7 +262,7 @@ def test_replacing_or_closing_with_unsaved_corrections_asks(make_window, dialogs
     assert tuple(mask.scale) == pytest.approx(SPACING_XYZ[::-1])
     assert not window.has_unsaved_changes()  # empty: nothing to lose
     mask.paint((2, 20, 20), 1)
-    assert window.widget.corrected_slices == [2] and window.has_unsaved_changes()
+    assert window.state.corrected_slices == [2] and window.has_unsaved_changes()
 
     # opening another image: Cancel keeps everything
     dialogs.answers["question"] = Button.Cancel
@@ -286,7 +285,7 @@ def test_closing_during_finetune_stops_it_cleanly(make_window, dialogs, qtbot, s
     window = make_window()
     window.open_path(small_ct)
     wait_idle(qtbot, window)
-    window.widget.set_model(TINY)
+    window.widget.select_model(TINY)
     window.segment("volume")
     wait_idle(qtbot, window)
     out = tmp_path / "kept.nii.gz"
@@ -294,28 +293,28 @@ def test_closing_during_finetune_stops_it_cleanly(make_window, dialogs, qtbot, s
     wait_idle(qtbot, window)
     window.mask_layer.paint((3, 24, 24), 1)
     window.widget.steps_spin.setValue(100_000)
+    ended: list[tuple[str, str]] = []
+    window.state.job_finished.connect(lambda kind, how: ended.append((kind, how)))
     assert window.finetune()
-    state = window.widget._state
     qtbot.wait(300)
 
-    # "No": the window stays and training goes on
+    # "No": the window stays and training goes on (nothing asked it to stop)
     dialogs.answers["question"] = Button.No
     assert not window.close()
-    assert window.is_busy and not state.cancel.is_set()
     assert "fine-tune is running" in dialogs.texts("question")[-1]
+    qtbot.wait(500)
+    assert window.is_busy and ended == []
     # "Yes" to stopping, then Discard the unsaved edit: the job stops, nothing half-saved
     dialogs.answers["question"] = [Button.Yes, Button.Discard]
     assert window.close()
-    assert window._closed and state.cancel.is_set() and not window.is_busy
+    assert window._closed and ended == [("fine-tune", "cancelled")] and not window.is_busy
     assert ModelStore().versions() == []  # a stopped fine-tune saves no version
     assert read_image(out).spatial_shape == (6, 48, 48)  # the saved file is untouched
 
 
 def test_settings_are_remembered(make_window, dialogs, qtbot, small_ct) -> None:
     window = make_window()
-    combo = window.widget.device_combo
-    cpu = next(i for i in range(combo.count()) if combo.itemText(i).startswith("cpu"))
-    combo.setCurrentIndex(cpu)
+    assert window.widget.select_device("cpu")
     window.brush_spin.setValue(7)
     window.open_path(small_ct)
     wait_idle(qtbot, window)
@@ -326,7 +325,7 @@ def test_settings_are_remembered(make_window, dialogs, qtbot, small_ct) -> None:
     assert window.close()
 
     again = make_window()
-    assert again.widget.device_arg == "cpu"
+    assert again.state.device_arg == "cpu"
     assert again.brush_spin.value() == 7
     assert again.settings.recent[0] == str(small_ct.resolve())
     assert again.settings.last_folder == str(small_ct.parent)
@@ -334,7 +333,7 @@ def test_settings_are_remembered(make_window, dialogs, qtbot, small_ct) -> None:
     assert not again.layers_dock.isVisible()
     again.open_path(small_ct)
     wait_idle(qtbot, again)
-    assert again.widget.window_combo.currentText() == "bone"  # the remembered window preset
+    assert again.state.window_preset == "bone"  # the remembered window preset
 
 
 def test_actions_have_the_usual_shortcuts(make_window) -> None:
@@ -429,14 +428,14 @@ def test_ultrasound_picture_segment_correct_save(make_window, dialogs, qtbot, tm
     wait_idle(qtbot, window)
     image = window.image_layer
     assert image is not None and image.data.shape == (64, 80)
-    window.widget.set_model(TINY)
+    window.widget.select_model(TINY)
     window.segment_action.trigger()
     wait_idle(qtbot, window)
     mask = window.mask_layer
     assert mask.data.shape == (64, 80)
     window.tool_actions["paint"].trigger()
     mask.paint((30, 40), 1)
-    assert window.widget.corrected_slices == [0]
+    assert window.state.corrected_slices == [0]
     dialogs.answers["save"] = str(tmp_path / "us" / "scan_mask")  # no suffix: PNG for a picture
     window.save_as_action.trigger()
     wait_idle(qtbot, window)

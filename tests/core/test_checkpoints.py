@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from llm4seg_core.atomic import file_mode
 from llm4seg_core.store import load_checkpoint, read_checkpoint_info, save_checkpoint
 from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.model import ModelSpec, build_model
@@ -26,6 +27,7 @@ def test_round_trip_gives_the_same_outputs(trained):
     model, path = trained
     loaded, info = load_checkpoint(path)
     assert info.spec == model.spec and info.meta == {"note": "t"}
+    assert path.stat().st_mode & 0o777 == file_mode()  # an ordinary file, not mkstemp's 0600
     x = torch.randn(1, 1, 64, 64)
     with torch.inference_mode():
         torch.testing.assert_close(loaded(x), model(x))

@@ -8,12 +8,13 @@ import SimpleITK as sitk
 import torch
 
 from llm4seg_core.datasets import (
-    CorrectionSet, Folder2D, LabelMap, Split, VolumePairs, open_dataset, parse_slices,
+    CorrectionSet, Folder2D, LabelMap, Split, VolumePairs, open_dataset,
 )
 from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.io import read_image
 from llm4seg_core.model.spec import ModelSpec
 from llm4seg_core.preprocess import intensity_range, slice_stack, to_model_input
+from llm4seg_core.slices import parse_slices
 
 from .conftest import make_ct
 

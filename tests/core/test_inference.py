@@ -11,6 +11,7 @@ import torch
 from llm4seg_core.errors import Cancelled, LLM4SegError
 from llm4seg_core.inference import Segmenter
 from llm4seg_core.io import Volume
+from llm4seg_core.jobs import Callbacks
 from llm4seg_core.model import ModelSpec, build_model
 from llm4seg_core.preprocess import CT_MODEL_RANGE, intensity_range, looks_like_ct, window_limits
 
@@ -55,17 +56,19 @@ def test_slice_subset_writes_only_those_slices(segmenter, small_ct):
 
 def test_progress_and_cancel(segmenter, small_ct):
     calls = []
-    segmenter.segment(small_ct, progress=lambda d, t: calls.append((d, t)))
+    segmenter.segment(small_ct, callbacks=Callbacks(on_progress=lambda d, t: calls.append((d, t))))
     assert calls[0] == (0, 5) and calls[-1] == (5, 5) and len(calls) == 4  # 0, 2, 4, 5
     flag = threading.Event()
-    out = np.zeros(small_ct.array.shape, np.uint8)
+    out = np.full(small_ct.array.shape, 7, np.uint8)
 
     def cancel_after_first(done, total):
         if done >= 2:
             flag.set()
 
     with pytest.raises(Cancelled):
-        segmenter.segment(small_ct, progress=cancel_after_first, cancel=flag, out=out)
+        segmenter.segment(small_ct, callbacks=Callbacks(on_progress=cancel_after_first, cancel=flag),
+                          out=out)
+    assert (out[:2] != 7).all() and (out[2:] == 7).all()  # the first batch is in, the rest untouched
 
 
 def test_bad_arguments(segmenter, small_ct):

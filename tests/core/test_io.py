@@ -3,6 +3,7 @@ the pyradiomics NRRD demo scans, and series folders built from real CT slices.""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -20,10 +21,13 @@ from llm4seg_core.io import (
     SUPPORTED_READ_SUFFIXES,
     DicomSeries,
     Volume,
+    folder_has_dicom,
+    is_dicom_file,
     list_dicom_series,
     mask_suffix_for,
     read_image,
     read_mask,
+    suffix_of,
     write_mask,
 )
 
@@ -570,3 +574,48 @@ def test_suffix_lists() -> None:
     ):
         assert suffix in SUPPORTED_READ_SUFFIXES
     assert set(SUPPORTED_MASK_SUFFIXES) == {".nii.gz", ".nii", ".nrrd", ".mha", ".png"}
+
+
+def test_suffix_of_longest_known_suffix_first() -> None:
+    assert suffix_of("a/CT.NII.GZ") == ".nii.gz"
+    assert suffix_of(Path("liver.seg.nrrd")) == ".nrrd"
+    assert suffix_of("photo.JPEG") == ".jpeg"
+    assert suffix_of("archive.tar.gz") == ".gz"
+    assert suffix_of("1.2.840.113619") == ".113619"
+    assert suffix_of("IM0001") == ""
+
+
+def test_dicom_sniffing(tmp_path: Path) -> None:
+    plain = tmp_path / "series" / "deep" / "IM0001"
+    plain.parent.mkdir(parents=True)
+    shutil.copy(_testfile("CT_small.dcm"), plain)
+    assert is_dicom_file(plain)
+    assert is_dicom_file(tmp_path / "any.dcm")  # by suffix alone
+    (tmp_path / "notes.txt").write_text("not an image\n")
+    assert not is_dicom_file(tmp_path / "notes.txt")
+    renamed = tmp_path / "ct.nii"
+    shutil.copy(plain, renamed)
+    assert not is_dicom_file(renamed)  # another known format's suffix wins
+    shutil.copy(plain, tmp_path / "DICOMDIR")
+    assert not is_dicom_file(tmp_path / "DICOMDIR")
+    assert folder_has_dicom(tmp_path / "series")
+    hidden = tmp_path / "other" / ".cache"
+    hidden.mkdir(parents=True)
+    shutil.copy(plain, hidden / "IM0001")
+    assert not folder_has_dicom(tmp_path / "other")
+    many = tmp_path / "many"
+    many.mkdir()
+    for k in range(3):
+        (many / f"a{k}.txt").write_text("x")
+    shutil.copy(plain, many / "z.dcm")
+    assert folder_has_dicom(many) and not folder_has_dicom(many, limit=3)
+
+
+def test_write_mask_gives_the_normal_file_mode(
+    breast: tuple[Volume, np.ndarray], tmp_path: Path
+) -> None:
+    vol, label = breast
+    out = write_mask(label, vol, tmp_path / "m.nii.gz")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask

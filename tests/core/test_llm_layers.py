@@ -23,7 +23,6 @@ import torch
 from torch.testing import assert_close
 
 from llm4seg_core.errors import LLM4SegError
-from llm4seg_core.model import llm as llm_layers
 from llm4seg_core.model.llm import (
     LLMLayer,
     available_llm_sources,
@@ -31,6 +30,8 @@ from llm4seg_core.model.llm import (
     load_llm_layer,
     smollm2_gguf_path,
 )
+from llm4seg_core.model.llm.arch import rope_theta_of
+from llm4seg_core.model.llm.gguf import _unpermute_rotary_rows, read_gguf_header
 
 HIDDEN = 64
 N_LAYERS = 4
@@ -232,7 +233,7 @@ def test_config_only(tiny_llama: Path, tiny_qwen2: Path) -> None:
     cfg = load_llm_config(str(tiny_llama))
     assert cfg.model_type == "llama" and cfg.num_hidden_layers == N_LAYERS
     assert cfg._attn_implementation == "sdpa"
-    assert llm_layers._rope_theta_of(cfg) == 50000.0
+    assert rope_theta_of(cfg) == 50000.0
     cfg2 = load_llm_config(str(tiny_qwen2 / "config.json"))
     assert cfg2.model_type == "qwen2"
 
@@ -247,9 +248,9 @@ def test_rope_theta_old_and_new_config_forms() -> None:
     class PerType:
         rope_parameters = {"full_attention": {"rope_type": "default", "rope_theta": 1e6}}
 
-    assert llm_layers._rope_theta_of(Old()) == 500000.0
-    assert llm_layers._rope_theta_of(New()) == 500000.0
-    assert llm_layers._rope_theta_of(PerType()) == 1e6
+    assert rope_theta_of(Old()) == 500000.0
+    assert rope_theta_of(New()) == 500000.0
+    assert rope_theta_of(PerType()) == 1e6
 
 
 # --------------------------------------------------------------------------- #
@@ -475,12 +476,12 @@ def test_unpermute_is_inverse_of_llamacpp_permute() -> None:
     rng = np.random.default_rng(0)
     for n_head, head_dim in ((9, 64), (3, 64), (4, 16)):
         w = rng.standard_normal((n_head * head_dim, 24)).astype(np.float32)
-        back = llm_layers._unpermute_rotary_rows(
+        back = _unpermute_rotary_rows(
             torch.from_numpy(_llamacpp_permute(w, n_head)), n_head
         )
         assert torch.equal(back, torch.from_numpy(w))
         b = rng.standard_normal(n_head * head_dim).astype(np.float32)
-        back_b = llm_layers._unpermute_rotary_rows(
+        back_b = _unpermute_rotary_rows(
             torch.from_numpy(_llamacpp_permute(b, n_head)), n_head
         )
         assert torch.equal(back_b, torch.from_numpy(b))
@@ -552,7 +553,7 @@ def test_gguf_header_reader_agrees_with_gguf_package(tiny_llama: Path, tmp_path:
 
     path = tmp_path / "tiny-llama.gguf"
     _write_tiny_gguf(path, tiny_llama)
-    ours = llm_layers._read_gguf_header(path)
+    ours = read_gguf_header(path)
     reader = gguf.GGUFReader(path)
     assert set(ours.tensors) == {t.name for t in reader.tensors}
     for t in reader.tensors:
@@ -642,7 +643,7 @@ def test_smollm2_layer14_matches_transformers_gguf_loader(
     ):
         assert getattr(ours.config, key) == getattr(ref_cfg, key), key
     assert ours.config.rms_norm_eps == pytest.approx(ref_cfg.rms_norm_eps)
-    assert ours.rope_theta == llm_layers._rope_theta_of(ref_cfg)
+    assert ours.rope_theta == rope_theta_of(ref_cfg)
     _assert_same_layer(
         ours, smollm2_reference.model.layers[14], smollm2_reference.model.rotary_emb, exact=True
     )

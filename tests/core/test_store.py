@@ -11,7 +11,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from llm4seg_core import store as ck
+from llm4seg_core.store import locks, versions
+from llm4seg_core.store import resolve as resolve_module
 from llm4seg_core.store import (
     ModelStore,
     resolve_model,
@@ -61,7 +62,7 @@ def isolated(tmp_path, monkeypatch):
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     monkeypatch.setenv("LLM4SEG_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(ck, "default_checkpoint", lambda: None)
+    monkeypatch.setattr(resolve_module, "default_checkpoint", lambda: None)
     yield cwd
     assert list(cwd.iterdir()) == [], "the store wrote into the working directory"
 
@@ -160,7 +161,7 @@ def _rewrite_header(store, name, **changes):
     meta = json.loads(meta_path.read_text())
     meta.update({k: v for k, v in changes.items() if k in meta})
     meta["size"] = path.stat().st_size
-    meta["weights_sha256"] = ck._sha256_file(path)
+    meta["weights_sha256"] = versions._sha256_file(path)
     meta_path.write_text(json.dumps(meta))
 
 
@@ -242,15 +243,15 @@ def test_crash_mid_save_leaves_no_broken_version(store, m1, m2, monkeypatch):
             store.save(m2, metrics={"val_dice": 0.9})
     assert files(store.root) == before
     # a crash after the weights, while writing the metadata
-    real = ck._atomic_write_text
+    real = versions.atomic_write_text
 
-    def json_boom(path, text):
+    def json_boom(path, text, **kw):
         if path.suffix == ".json":
             raise OSError("disk full")
-        return real(path, text)
+        return real(path, text, **kw)
 
     with monkeypatch.context() as mp:
-        mp.setattr(ck, "_atomic_write_text", json_boom)
+        mp.setattr(versions, "atomic_write_text", json_boom)
         with pytest.raises(OSError, match="disk full"):
             store.save(m2, name="named")
     assert files(store.root) == before
@@ -260,7 +261,7 @@ def test_crash_mid_save_leaves_no_broken_version(store, m1, m2, monkeypatch):
     leftovers = [".v0002.json.x1.tmp", ".v0003.safetensors.x2.tmp", ".v0004.lock"]
     for name in leftovers:
         (store.root / name).write_bytes(b"partial")
-    old = time.time() - 2 * ck.STALE_S
+    old = time.time() - 2 * locks.STALE_S
     for name in [*leftovers, "v0002.safetensors"]:
         os.utime(store.root / name, (old, old))
     assert [v.name for v in store.versions()] == ["v0001"]  # ignored...

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -15,11 +17,11 @@ from llm4seg_core.cli import main
 from llm4seg_core.datasets import CorrectionSet
 from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.io import read_image
+from llm4seg_core.jobs import Callbacks
 from llm4seg_core.model.network import build_model
 from llm4seg_core.model.spec import ModelSpec
 from llm4seg_core.training import (
-    Callbacks, FinetuneConfig, TrainConfig, Trainer, finetune, has_train_state,
-    read_train_state_info,
+    FinetuneConfig, TrainConfig, Trainer, finetune, has_train_state, read_train_state_info,
 )
 
 from .conftest import make_ct
@@ -288,11 +290,11 @@ def test_cli_train_resume_and_refusals(tmp_path, capsys):
 
 
 def test_cli_train_ctrl_c_saves_state(tmp_path, monkeypatch, capsys):
-    import llm4seg_core.training as training
+    import llm4seg_core.training.trainer as trainer
 
     data = make_2d_folder(tmp_path / "data")
     calls = {"n": 0}
-    real = training.segmentation_loss
+    real = trainer.segmentation_loss
 
     def interrupting(*a, **k):
         calls["n"] += 1
@@ -300,7 +302,7 @@ def test_cli_train_ctrl_c_saves_state(tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(training, "segmentation_loss", interrupting)
+    monkeypatch.setattr(trainer, "segmentation_loss", interrupting)
     out = tmp_path / "run"
     code = main(["train", str(data), "-o", str(out), "--model", TINY_CLI, "--device", "cpu",
                  "--batch-size", "2", "--epochs", "3", "-q"])
@@ -403,3 +405,59 @@ def test_loss_skips_ignored_pixels_and_batch_dice() -> None:
     assert batch_dice((t * 2 - 1)[:, None] * 5, t) == 1.0
     assert batch_dice(((1 - t) * 2 - 1)[:, None] * 5, t) == 0.0
     assert batch_dice(-torch.ones(1, 1, 4, 4), torch.zeros(1, 4, 4)) == 1.0
+
+
+def test_training_config_imports_without_torch():
+    code = (
+        "import sys\n"
+        "import llm4seg_core.training.config as c\n"
+        "import llm4seg_core.training as t\n"
+        "assert t.TrainConfig is c.TrainConfig and 'all' in t.TRAINABLE\n"
+        "import llm4seg_core.datasets.labels, llm4seg_core.slices\n"
+        "print('torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "False"
+
+
+def test_lazy_exports_are_the_functions_not_the_modules():
+    import llm4seg_core.training as training
+    import llm4seg_core.training.evaluation  # noqa: F401 - a submodule import must not shadow
+    import llm4seg_core.training.finetuning  # noqa: F401
+
+    from llm4seg_core.training import evaluate
+    from llm4seg_core.training.finetuning import finetune as real_finetune
+
+    assert callable(evaluate) and training.finetune is real_finetune is finetune
+    assert set(training.__all__) <= set(dir(training))
+    with pytest.raises(AttributeError):
+        training.no_such_name  # noqa: B018
+
+
+def test_device_import_leaves_denormals_alone_until_an_engine_call():
+    code = (
+        "import torch\n"
+        "import llm4seg_core.device as d\n"
+        "tiny = torch.tensor([1e-39])\n"
+        "before = float(tiny * 1.0)\n"
+        "supported = d.flush_denormals()\n"
+        "after = float(torch.tensor([1e-39]) * 1.0)\n"
+        "print(before != 0, supported, after == 0 or not supported)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before_kept, _supported, after_ok = proc.stdout.split()
+    assert before_kept == "True" and after_ok == "True"
+
+
+def test_train_state_record_round_trips_through_its_json_part():
+    from llm4seg_core.training import TrainState
+
+    st = TrainState(step=7, epoch=2, batch=1, loss_sum=0.5, loss_n=1,
+                    history=[{"epoch": 1}], best_metrics={"val_iou": 0.3}, best_iou=0.3)
+    info = json.loads(json.dumps(st.progress()))
+    assert "best_state" not in info
+    assert TrainState.from_info(info) == st
+    st.end_epoch({"epoch": 3})
+    assert (st.epoch, st.batch, st.loss_n, st.loss_sum, len(st.history)) == (3, 0, 0, 0.0, 2)

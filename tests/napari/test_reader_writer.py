@@ -23,7 +23,7 @@ from llm4seg_core.data import demo_case, fetch_demo_data
 from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.io import Volume, read_image, read_mask
 from llm4seg_core.preprocess import window_limits
-from llm4seg_napari._geometry import SERIES_KEY, VOLUME_KEY, WINDOW_KEY, volume_record
+from llm4seg_napari.geometry import SERIES_KEY, VOLUME_KEY, WINDOW_KEY, volume_record
 from llm4seg_napari._reader import READER_SUFFIXES, napari_get_reader, read_layers
 from llm4seg_napari._sample_data import make_lung2_sample
 from llm4seg_napari._writer import write_labels
@@ -322,7 +322,7 @@ def test_manifest_validates_and_resolves() -> None:
     for command in contrib.commands:
         assert command.id.startswith(PLUGIN + ".")
         module, _, attr = command.python_name.partition(":")
-        if module == "llm4seg_napari._widget" and not has_napari:
+        if module == "llm4seg_napari.widget" and not has_napari:
             continue  # the dock widget needs napari and Qt; the rest must import without
         assert callable(getattr(importlib.import_module(module), attr)), command.python_name
     if has_napari:
@@ -366,6 +366,8 @@ def test_no_napari_or_qt_imported() -> None:
     # in a fresh interpreter: napari's and pytest-qt's pytest plugins import napari and Qt here
     code = (
         "import sys, llm4seg_napari._reader, llm4seg_napari._writer, llm4seg_napari._sample_data\n"
+        "import llm4seg_napari.choices, llm4seg_napari.masks\n"
+        "from llm4seg_napari import read_layers, mask_name, VOLUME_KEY, SERIES_KEY\n"
         "gui = ('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6')\n"
         "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in gui}))\n"
     )

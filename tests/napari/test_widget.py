@@ -23,8 +23,8 @@ from llm4seg_core.store import ModelStore  # noqa: E402
 from llm4seg_core.io import read_image  # noqa: E402
 from llm4seg_core.preprocess import window_limits  # noqa: E402
 from llm4seg_napari._corrections import CORRECTED_KEY, slices_of_atoms  # noqa: E402
-from llm4seg_napari._geometry import VOLUME_KEY  # noqa: E402
-from llm4seg_napari._widget import LLM4SegWidget  # noqa: E402
+from llm4seg_napari.geometry import VOLUME_KEY  # noqa: E402
+from llm4seg_napari.widget import LLM4SegWidget  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -66,15 +66,15 @@ def setup(make_napari_viewer, qtbot):
     viewer.window.add_dock_widget(widget, name="LLM4Seg", area="right")
     image = viewer.add_image(_synthetic(), name="ct", scale=SCALE, translate=TRANSLATE,
                              contrast_limits=(-1000, 1000))
-    widget.set_model(TINY, "tiny CMUNeXt (test)")
+    widget.select_model(TINY, "tiny CMUNeXt (test)")
     yield viewer, widget, image
-    if widget.is_busy:
+    if widget.state.is_busy:
         widget.cancel_job()
-        qtbot.waitUntil(lambda: not widget.is_busy, timeout=JOB_TIMEOUT_MS)
+        qtbot.waitUntil(lambda: not widget.state.is_busy, timeout=JOB_TIMEOUT_MS)
 
 
 def _wait(qtbot, widget: LLM4SegWidget) -> None:
-    qtbot.waitUntil(lambda: not widget.is_busy, timeout=JOB_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not widget.state.is_busy, timeout=JOB_TIMEOUT_MS)
 
 
 def _buttons_enabled(widget: LLM4SegWidget) -> bool:
@@ -91,17 +91,10 @@ def test_manifest_opens_the_dock_widget(make_napari_viewer) -> None:
     dock, widget = viewer.window.add_plugin_dock_widget("llm4seg-napari", "LLM4Seg")
     assert isinstance(widget, LLM4SegWidget)
     assert widget.device_combo.itemText(0).startswith("auto (")
-    assert widget.device_arg == "auto"
+    assert widget.state.device_arg == "auto"
     labels = [widget.model_combo.itemText(i) for i in range(widget.model_combo.count())]
     assert labels[0].startswith("default")
     assert any(t.startswith("untrained") for t in labels)
-
-
-def test_steps_default_is_the_engines(setup) -> None:
-    from llm4seg_core.training import FinetuneConfig
-
-    _, widget, _ = setup
-    assert widget.steps_spin.value() == FinetuneConfig.steps
 
 
 def test_window_presets_change_only_contrast(setup) -> None:
@@ -112,31 +105,31 @@ def test_window_presets_change_only_contrast(setup) -> None:
     widget.window_combo.setCurrentText("lung")
     assert tuple(image.contrast_limits) == pytest.approx(window_limits("lung"))
     np.testing.assert_array_equal(image.data, before)
-    assert widget.mask_layer is None  # no layer made by a display change
+    assert widget.state.mask is None  # no layer made by a display change
 
 
 def test_segment_correct_finetune_save(setup, qtbot, tmp_path: Path) -> None:
     viewer, widget, image = setup
     assert widget.segment()
-    assert widget.is_busy and not widget.segment_button.isEnabled()
+    assert widget.state.is_busy and not widget.segment_button.isEnabled()
     _wait(qtbot, widget)
     assert _buttons_enabled(widget)
 
-    mask = widget.mask_layer
+    mask = widget.state.mask
     assert isinstance(mask, Labels) and mask.name == "ct mask"
     assert mask.data.shape == image.data.shape and mask.data.dtype == np.uint8
     assert tuple(mask.scale) == pytest.approx(SCALE)
     assert tuple(mask.translate) == pytest.approx(TRANSLATE)
     np.testing.assert_allclose(mask.affine.affine_matrix, image.affine.affine_matrix)
-    assert "Segmented 12 slice(s)" in widget.status_label.text()
+    assert "Segmented 12 slice(s)" in widget.state.status
 
     # corrections: brush, fill and polygon edits mark their slices
     mask.paint((3, 30, 30), 2)
-    assert widget.corrected_slices == [3]
+    assert widget.state.corrected_slices == [3]
     assert [widget.corrections_list.item(i).text() for i in range(widget.corrections_list.count())] == ["slice 3"]
     mask.fill((5, 2, 2), 3)
     mask.paint_polygon(np.array([[8, 10, 10], [8, 10, 30], [8, 30, 20]]), 4)
-    assert widget.corrected_slices == [3, 5, 8]
+    assert widget.state.corrected_slices == [3, 5, 8]
     assert mask.metadata[CORRECTED_KEY] == [3, 5, 8]
     corrected = {z: mask.data[z].copy() for z in (3, 5, 8)}
 
@@ -148,7 +141,7 @@ def test_segment_correct_finetune_save(setup, qtbot, tmp_path: Path) -> None:
     for z, before in corrected.items():
         np.testing.assert_array_equal(mask.data[z], before)
     assert not np.any(mask.data[1] == 9)
-    assert "3 corrected slice(s) kept" in widget.status_label.text()
+    assert "3 corrected slice(s) kept" in widget.state.status
 
     # current slice only, corrected: nothing happens unless overwrite is ticked
     viewer.dims.set_point(0, TRANSLATE[0] + 3 * SCALE[0])
@@ -156,15 +149,15 @@ def test_segment_correct_finetune_save(setup, qtbot, tmp_path: Path) -> None:
     widget.overwrite_check.setChecked(True)
     assert widget.segment(scope="slice")
     _wait(qtbot, widget)
-    assert widget.corrected_slices == [5, 8]  # overwritten: no longer a correction
+    assert widget.state.corrected_slices == [5, 8]  # overwritten: no longer a correction
     widget.overwrite_check.setChecked(False)
 
     # unmark a selected slice; mark the current one
     widget.corrections_list.item(1).setSelected(True)  # slice 8
     widget.unmark_button.click()
-    assert widget.corrected_slices == [5]
+    assert widget.state.corrected_slices == [5]
     widget.mark_button.click()
-    assert widget.corrected_slices == [3, 5]
+    assert widget.state.corrected_slices == [3, 5]
 
     # fine-tune: a new version in the store, selected in the picker
     widget.steps_spin.setValue(2)
@@ -174,7 +167,7 @@ def test_segment_correct_finetune_save(setup, qtbot, tmp_path: Path) -> None:
     versions = ModelStore().versions()
     assert len(versions) == 1
     info = versions[0]
-    assert widget.model_arg == info.name
+    assert widget.state.model_arg == info.name
     assert info.data["slices"] == [3, 5] and info.parent is None  # from an untrained spec
     assert "step 2/2" in widget.loss_label.text()
     # the live plot got one point per step (2 steps: every step is reported)
@@ -184,13 +177,13 @@ def test_segment_correct_finetune_save(setup, qtbot, tmp_path: Path) -> None:
     assert widget.segment_again_button.isEnabled()
     widget.segment_again_button.click()
     _wait(qtbot, widget)
-    assert info.name in widget.status_label.text()
+    assert info.name in widget.state.status
 
     # a second fine-tune records its parent
     assert widget.finetune()
     _wait(qtbot, widget)
     newest = ModelStore().versions()[-1]
-    assert newest.parent == info.name and widget.model_arg == newest.name
+    assert newest.parent == info.name and widget.state.model_arg == newest.name
 
     # save through the plugin writer, in the image's geometry
     out = tmp_path / "ct_mask.nii.gz"
@@ -217,7 +210,7 @@ def test_event_loop_runs_during_segment(setup, qtbot, monkeypatch) -> None:
     ticks = {"busy": 0}
 
     def tick() -> None:
-        if widget.is_busy:
+        if widget.state.is_busy:
             ticks["busy"] += 1
 
     timer = QTimer()
@@ -241,7 +234,7 @@ def test_errors_notify_and_keep_the_widget_usable(setup, qtbot) -> None:
     start = len(notification_manager.records)
     assert not widget.finetune()  # no mask, no corrections
     assert any("no corrected slices" in m for m in _messages(start))
-    assert _buttons_enabled(widget) and not widget.is_busy
+    assert _buttons_enabled(widget) and not widget.state.is_busy
 
     assert widget.segment()
     _wait(qtbot, widget)
@@ -250,13 +243,13 @@ def test_errors_notify_and_keep_the_widget_usable(setup, qtbot) -> None:
     assert any("no corrected slices" in m for m in _messages(start))
     assert _buttons_enabled(widget)
 
-    widget.set_model("no-such-version")
+    widget.select_model("no-such-version")
     start = len(notification_manager.records)
     assert widget.segment()
     _wait(qtbot, widget)
     assert any("unknown model 'no-such-version'" in m for m in _messages(start))
     assert _buttons_enabled(widget)
-    assert "failed" in widget.status_label.text()
+    assert "failed" in widget.state.status
 
 
 def test_closing_the_viewer_cancels_the_job(make_napari_viewer, qtbot) -> None:
@@ -264,17 +257,17 @@ def test_closing_the_viewer_cancels_the_job(make_napari_viewer, qtbot) -> None:
     widget = LLM4SegWidget(viewer)
     viewer.window.add_dock_widget(widget, name="LLM4Seg")
     viewer.add_image(_synthetic(), name="ct")
-    widget.set_model(TINY)
+    widget.select_model(TINY)
     widget.segment()
-    qtbot.waitUntil(lambda: not widget.is_busy, timeout=JOB_TIMEOUT_MS)
-    widget.mask_layer.paint((2, 30, 30), 1)
+    qtbot.waitUntil(lambda: not widget.state.is_busy, timeout=JOB_TIMEOUT_MS)
+    widget.state.mask.paint((2, 30, 30), 1)
     widget.steps_spin.setValue(100_000)
     assert widget.finetune()
-    worker, state = widget._worker, widget._state
+    runner = widget.runner
     qtbot.wait(200)
     viewer.close()
-    assert state.cancel.is_set()
-    qtbot.waitUntil(lambda: not worker.is_running, timeout=JOB_TIMEOUT_MS)
+    assert runner.cancel_requested
+    qtbot.waitUntil(lambda: not runner.is_busy, timeout=JOB_TIMEOUT_MS)
     assert ModelStore().versions() == []  # a cancelled fine-tune saves nothing
 
 
@@ -300,18 +293,20 @@ def test_2d_rgb_picture(make_napari_viewer, qtbot) -> None:
     rgb[10:30, 8:25] = (200, 120, 90)
     viewer.add_image(rgb, name="lesion", rgb=True)
     assert not widget.window_combo.isEnabled()  # CT windows make no sense for RGB
-    widget.set_model(TINY)
+    widget.select_model(TINY)
     assert widget.segment(scope="slice")
     _wait(qtbot, widget)
-    mask = widget.mask_layer
+    mask = widget.state.mask
     assert mask.data.shape == (48, 40)
     mask.paint((20, 20), 1)
-    assert widget.corrected_slices == [0]
+    assert widget.state.corrected_slices == [0]
     assert not widget.segment()  # the only slice is corrected
 
 
-def _session_files(widget: LLM4SegWidget, image) -> tuple[Path, Path]:
-    folder, _info = widget._session_target(image)
+def _session_files(image) -> tuple[Path, Path]:
+    from llm4seg_napari._autosave import session_target
+
+    folder, _info = session_target(image)
     return folder / "corrections.npz", folder / "session.json"
 
 
@@ -323,10 +318,10 @@ def test_corrections_autosave_and_restore(setup, make_napari_viewer, qtbot) -> N
     assert not widget.restore_button.isEnabled()  # nothing saved for this image yet
     assert widget.segment()
     _wait(qtbot, widget)
-    mask = widget.mask_layer
+    mask = widget.state.mask
     mask.paint((3, 30, 30), 2)
     mask.fill((7, 2, 2), 3)
-    npz_path, json_path = _session_files(widget, image)
+    npz_path, json_path = _session_files(image)
     # under $LLM4SEG_HOME/sessions (the fixture's folder), debounced
     assert npz_path.parent.parent == Path(os.environ["LLM4SEG_HOME"]).resolve() / "sessions"
 
@@ -356,7 +351,7 @@ def test_corrections_autosave_and_restore(setup, make_napari_viewer, qtbot) -> N
     image2 = viewer2.add_image(image.data.copy(), name="ct", scale=SCALE, translate=TRANSLATE)
     assert widget2.restore_button.isEnabled() and "2 slice" in widget2.restore_button.text()
     mask2 = viewer2.add_labels(np.zeros(image2.data.shape, np.uint8), name="ct mask")
-    assert widget2.mask_layer is mask2
+    assert widget2.state.mask is mask2
     # an edit here before restoring: its slice is the person's, the other saved one stays saved
     mask2.paint((7, 40, 40), 5)
     qtbot.waitUntil(lambda: saved_zs() == [3, 7] and bool(
@@ -368,7 +363,7 @@ def test_corrections_autosave_and_restore(setup, make_napari_viewer, qtbot) -> N
     widget2.restore_button.click()
     np.testing.assert_array_equal(mask2.data[3], saved[3])
     np.testing.assert_array_equal(mask2.data[7], mine)  # never silently overwritten
-    assert widget2.corrected_slices == [3, 7]
+    assert widget2.state.corrected_slices == [3, 7]
     assert mask2.metadata[CORRECTED_KEY] == [3, 7]
     messages = [str(r.message) for r in notification_manager.records[start:]]
     assert any("restored 1" in m and "skipped 1" in m for m in messages), messages
@@ -381,21 +376,21 @@ def test_restore_creates_the_mask_layer(setup, make_napari_viewer, qtbot) -> Non
     labels[4, 20:30, 20:30] = 1
     viewer.add_labels(labels, name="ct mask")
     widget.mark_button.click()  # the shown slice
-    z = widget.corrected_slices[0]
-    widget.mask_layer.paint((4, 5, 5), 2)
-    npz_path, _ = _session_files(widget, image)
+    z = widget.state.corrected_slices[0]
+    widget.state.mask.paint((4, 5, 5), 2)
+    npz_path, _ = _session_files(image)
     qtbot.waitUntil(lambda: npz_path.exists() and sorted(np.load(npz_path)["z"]) == sorted({z, 4}),
                     timeout=5_000)
 
     viewer2 = make_napari_viewer()
     widget2 = LLM4SegWidget(viewer2)
     viewer2.add_image(image.data.copy(), name="ct")
-    assert widget2.mask_layer is None and widget2.restore_button.isEnabled()
+    assert widget2.state.mask is None and widget2.restore_button.isEnabled()
     assert widget2.restore_corrections() == len({z, 4})
-    mask2 = widget2.mask_layer
+    mask2 = widget2.state.mask
     assert isinstance(mask2, Labels) and mask2.data.shape == image.data.shape
-    np.testing.assert_array_equal(mask2.data[4], widget.mask_layer.data[4])
-    assert widget2.corrected_slices == sorted({z, 4})
+    np.testing.assert_array_equal(mask2.data[4], widget.state.mask.data[4])
+    assert widget2.state.corrected_slices == sorted({z, 4})
 
 
 def test_series_picker_opens_another_series(make_napari_viewer, qtbot, tmp_path: Path) -> None:
@@ -420,26 +415,26 @@ def test_series_picker_opens_another_series(make_napari_viewer, qtbot, tmp_path:
     new = viewer.layers[-1]
     assert new is not first and new.data.shape == (3, 128, 128)
     assert new.scale[0] == pytest.approx(5.0)
-    assert widget.image_layer is new
+    assert widget.state.image is new
     assert new.metadata[VOLUME_KEY]["meta"]["series_uid"] == SERIES_B
 
 
 def _segment_gives(monkeypatch, pattern: np.ndarray) -> None:
     """Segment jobs write ``pattern`` into the slices they do (no model runs)."""
-    import llm4seg_napari._widget as widget_module
-    from llm4seg_napari._workers import SegmentResult
+    import llm4seg_napari.widget as widget_module
+    from llm4seg_napari._tasks import SegmentResult
 
-    def fake_job(get_segmenter, volume, todo, buffer, *, cancel, progress, slices_done):
+    def fake_job(get_segmenter, volume, todo, buffer, callbacks):
         seg = get_segmenter()
         for z in todo:
             buffer[z] = pattern[z]
-        slices_done(list(todo))
+        callbacks.progress(len(todo), len(todo))  # the slices done so far are final
         return SegmentResult(seg, list(todo), 0.01)
 
     monkeypatch.setattr(widget_module, "segment_job", fake_job)
 
 
-def test_keep_only_what_continues_corrections(setup, qtbot, monkeypatch) -> None:
+def test_keep_what_continues_my_corrections(setup, qtbot, monkeypatch) -> None:
     viewer, widget, image = setup
     pattern = np.zeros(image.data.shape, np.uint8)
     pattern[2:9, 20:30, 20:30] = 1  # the lesion the person will outline on slice 5
@@ -448,17 +443,17 @@ def test_keep_only_what_continues_corrections(setup, qtbot, monkeypatch) -> None
     _segment_gives(monkeypatch, pattern)
     assert widget.segment()
     _wait(qtbot, widget)
-    mask = widget.mask_layer
+    mask = widget.state.mask
     np.testing.assert_array_equal(mask.data, pattern)  # unticked: everything stays
     mask.paint((5, 25, 25), 1)
-    assert widget.corrected_slices == [5]
-    widget.seeded_check.setChecked(True)
+    assert widget.state.corrected_slices == [5]
+    widget.keep_check.setChecked(True)
     assert widget.segment()
     _wait(qtbot, widget)
     assert not mask.data[0:2].any() and not mask.data[10:12].any()
     np.testing.assert_array_equal(mask.data[2:9, 20:30, 20:30], 1)
-    assert "continues your corrections: 68 voxels in 2 region(s) removed" in widget.status_label.text()
-    assert widget.corrected_slices == [5]
+    assert "continues your corrections: 68 voxels in 2 region(s) removed" in widget.state.status
+    assert widget.state.corrected_slices == [5]
 
 
 def test_fill_between_corrected_slices(setup, qtbot, monkeypatch) -> None:
@@ -466,27 +461,144 @@ def test_fill_between_corrected_slices(setup, qtbot, monkeypatch) -> None:
     pattern = np.zeros(image.data.shape, np.uint8)
     pattern[2:9, 22:28, 22:28] = 1  # the model under-segments the lesion between the outlines
     _segment_gives(monkeypatch, pattern)
-    assert not widget.fill_check.isEnabled()  # only with "keep only what continues"
+    assert not widget.fill_check.isEnabled()  # only with "keep what continues my corrections"
     assert widget.segment()
     _wait(qtbot, widget)
-    mask = widget.mask_layer
+    mask = widget.state.mask
     mask.brush_size = 15
     for z in (2, 8):  # the person outlines the whole lesion on two slices
         mask.paint((z, 25, 25), 1)
-    assert widget.corrected_slices == [2, 8]
+    assert widget.state.corrected_slices == [2, 8]
     outline = mask.data[2].copy()
     assert outline.sum() > 4 * 36
-    widget.seeded_check.setChecked(True)
+    widget.keep_check.setChecked(True)
     assert widget.fill_check.isEnabled() and widget.fill_check.isChecked()
     assert widget.segment()
     _wait(qtbot, widget)
     for z in range(3, 8):  # the same outline on both ends: the gap gets that outline
         np.testing.assert_array_equal(mask.data[z], outline)
-    assert "filled in 1 gap(s) between corrected slices" in widget.status_label.text()
-    assert widget.corrected_slices == [2, 8]  # filled slices are model output, not corrections
+    assert "filled in 1 gap(s) between corrected slices" in widget.state.status
+    assert widget.state.corrected_slices == [2, 8]  # filled slices are model output, not corrections
     np.testing.assert_array_equal(mask.data[2], outline)
     widget.fill_check.setChecked(False)
     assert widget.segment()
     _wait(qtbot, widget)
     np.testing.assert_array_equal(mask.data[3:8], pattern[3:8])
-    assert "gap" not in widget.status_label.text()
+    assert "gap" not in widget.state.status
+
+
+def test_state_is_the_session(setup, qtbot) -> None:
+    """What hosts such as the app use: WidgetState's properties and signals, the public methods."""
+    viewer, widget, image = setup
+    state = widget.state
+    heard: dict[str, list] = {name: [] for name in (
+        "job_started", "job_finished", "progress", "mask_changed", "corrections_changed",
+        "model_changed", "device_changed", "window_changed", "status_changed")}
+    for name, calls in heard.items():
+        getattr(state, name).connect(lambda *args, calls=calls: calls.append(args))
+    assert state.image is image and state.mask is None and not state.is_busy
+    assert state.model_arg == TINY and state.model_text == "tiny CMUNeXt (test)"
+    assert [c.arg for c in state.model_choices][0] is None  # the default model comes first
+    assert state.device_arg == "auto" and state.device_text.startswith("auto (")
+    assert state.window_choices[0] == "as loaded" and state.window_enabled
+
+    assert widget.segment()
+    assert state.is_busy and state.kind == "segment"
+    assert heard["job_started"] == [("segment",)]
+    _wait(qtbot, widget)
+    assert heard["job_finished"] == [("segment", "done")] and state.kind is None
+    assert (12, 12) in heard["progress"] and heard["progress"][-1] == (0, 0)
+    assert state.mask is not None and heard["mask_changed"] == [(state.mask,)]
+    assert state.status.startswith("Segmented 12 slice(s)")
+    assert widget.status_label.text() == state.status and heard["status_changed"]
+
+    state.mask.paint((3, 30, 30), 2)
+    assert heard["corrections_changed"][-1] == ([3],) and state.corrected_slices == [3]
+
+    widget.select_window("bone")
+    assert state.window_preset == "bone" and heard["window_changed"] == [("bone",)]
+    assert tuple(image.contrast_limits) == pytest.approx(window_limits("bone"))
+    assert widget.window_combo.currentText() == "bone"
+    widget.select_window("no such window")
+    assert state.window_preset == "bone" and widget.window_combo.currentText() == "bone"
+
+    assert widget.select_device("cpu") and state.device_arg == "cpu"
+    assert heard["device_changed"] == [("cpu",)] and widget.device_combo.currentText() == "cpu"
+    assert not widget.select_device("no-such-device") and state.device_arg == "cpu"
+
+    widget.model_combo.setCurrentIndex(0)  # a pick in the combo changes the state
+    assert state.model_arg is None and heard["model_changed"][-1][0].startswith("default")
+    widget.select_model(TINY)
+    assert state.model_arg == TINY and widget.model_combo.currentText() == "tiny CMUNeXt (test)"
+
+    saves: list[int] = []
+    widget.set_save_handler(lambda: saves.append(1))
+    widget.save_button.click()  # the host's Save As, not the widget's dialog
+    assert saves == [1] and not state.is_busy
+
+
+def test_job_runner_outcomes(qtbot) -> None:
+    from llm4seg_core.errors import Cancelled, LLM4SegError
+    from llm4seg_napari.jobs import JobRunner, Outcome
+
+    runner = JobRunner()
+    outcomes: list[Outcome] = []
+    progress: list[tuple[int, int]] = []
+    runner.finished.connect(outcomes.append)
+    runner.progress.connect(lambda d, t: progress.append((d, t)))
+
+    def counted(cb):
+        for k in range(3):
+            cb.progress(k + 1, 3)
+        return 42
+
+    assert runner.start("count", counted)
+    assert runner.is_busy and runner.kind == "count"
+    assert not runner.start("other", lambda cb: 0)  # one job at a time
+    qtbot.waitUntil(lambda: not runner.is_busy, timeout=JOB_TIMEOUT_MS)
+    assert outcomes[-1] == Outcome("count", 42) and outcomes[-1].how == "done"
+    assert progress == [(1, 3), (2, 3), (3, 3)]
+
+    def bad(cb):
+        raise LLM4SegError("no such file")
+
+    assert runner.start("open", bad)
+    qtbot.waitUntil(lambda: not runner.is_busy, timeout=JOB_TIMEOUT_MS)
+    assert outcomes[-1].how == "failed" and isinstance(outcomes[-1].error, LLM4SegError)
+    assert "no such file" in outcomes[-1].trace
+
+    def until_cancelled(cb):
+        while not cb.cancelled():
+            time.sleep(0.01)
+        raise Cancelled("stopped")
+
+    n = len(outcomes)
+    assert runner.start("wait", until_cancelled)
+    qtbot.wait(50)  # the last worker's end arrives now: it must not end this job
+    assert runner.is_busy and runner.kind == "wait" and len(outcomes) == n
+    runner.cancel()
+    qtbot.waitUntil(lambda: not runner.is_busy, timeout=JOB_TIMEOUT_MS)
+    assert outcomes[-1].how == "cancelled" and runner.cancel_requested
+
+
+def test_mask_layer_helpers(make_napari_viewer, tmp_path: Path) -> None:
+    from llm4seg_napari import make_mask_layer, mask_name, suggested_mask_path
+    from llm4seg_napari.masks import find_mask
+
+    viewer = make_napari_viewer()
+    source = tmp_path / "ct.nii.gz"
+    image = viewer.add_image(_synthetic(), name="ct", scale=SCALE, translate=TRANSLATE,
+                             metadata={VOLUME_KEY: {"source": str(source), "kind": "volume"}})
+    assert find_mask(viewer, image) is None
+    mask = make_mask_layer(viewer, image, image.data.shape)
+    assert mask.name == mask_name("ct") == "ct mask" and find_mask(viewer, image) is mask
+    assert mask.data.dtype == np.uint8 and not mask.data.any()
+    assert tuple(mask.scale) == pytest.approx(SCALE)
+    assert tuple(mask.translate) == pytest.approx(TRANSLATE)
+    assert mask.metadata[VOLUME_KEY] == image.metadata[VOLUME_KEY]
+    assert mask.metadata[VOLUME_KEY] is not image.metadata[VOLUME_KEY]  # a copy
+    assert suggested_mask_path(image) == str(tmp_path / "ct_mask.nii.gz")
+    assert suggested_mask_path(mask) == suggested_mask_path(image)
+    picture = viewer.add_image(np.zeros((8, 9), np.uint8), name="a b",
+                               metadata={VOLUME_KEY: {"source": "", "kind": "image2d"}})
+    assert suggested_mask_path(picture) == str(Path.home() / "a_b_mask.png")

@@ -1,7 +1,7 @@
 """Between a :class:`~llm4seg_core.io.Volume`'s geometry and napari layer keywords.
 
 No napari import here: these are plain functions on numpy arrays and dicts,
-shared by the reader, the writer, the sample data and (later) the dock widget.
+shared by the reader, the writer, the sample data, the dock widget and the app.
 
 Placement on the canvas (one rule, used for every layer this plugin makes):
 
@@ -19,7 +19,8 @@ use :func:`layer_kwargs` with the image's record.
 
 The geometry record (``metadata["llm4seg_volume"]``) is a plain, JSON-friendly
 dict: everything of the Volume but its pixels. :func:`reference_from_record`
-turns it back into a Volume to hand to ``llm4seg_core.io.write_mask``.
+turns it back into a Volume to hand to ``llm4seg_core.io.write_mask``, and
+:func:`volume_from_layer` an image layer into the Volume the engine segments.
 """
 
 from __future__ import annotations
@@ -38,6 +39,17 @@ VOLUME_KEY = "llm4seg_volume"
 SERIES_KEY = "llm4seg_series"
 #: Key of the CT display window preset name in an image layer's ``metadata``.
 WINDOW_KEY = "llm4seg_window"
+
+__all__ = [
+    "SERIES_KEY",
+    "VOLUME_KEY",
+    "WINDOW_KEY",
+    "layer_kwargs",
+    "reference_from_layer",
+    "reference_from_record",
+    "volume_from_layer",
+    "volume_record",
+]
 
 _TOL = 1e-6
 
@@ -173,4 +185,39 @@ def reference_from_layer(attributes: Mapping[str, Any], shape: tuple[int, ...]) 
         origin=tuple(float(v) for v in offset[::-1]),
         direction=tuple(float(v) for v in direction_xyz.ravel()),
         kind="volume" if nd == 3 else "image2d",
+    )
+
+
+def volume_from_layer(data: Any, attributes: Mapping[str, Any]) -> Volume:
+    """An image layer as a Volume: its pixels plus geometry (``attributes`` = layer state).
+
+    The geometry comes from ``metadata["llm4seg_volume"]`` when the LLM4Seg
+    reader made the layer, else from its scale/translate/rotate/affine.
+    """
+    if isinstance(data, (list, tuple)) and data and not np.isscalar(data[0]):
+        data = data[0]  # multiscale: the full-resolution level
+    array = np.asarray(data)
+    rgb = bool(attributes.get("rgb"))
+    spatial = tuple(int(s) for s in (array.shape[:-1] if rgb else array.shape))
+    if len(spatial) not in (2, 3):
+        raise LLM4SegError(
+            f"the image layer has shape {array.shape}: LLM4Seg segments 2-D pictures and 3-D "
+            "volumes (z, y, x); split other data into such layers first"
+        )
+    metadata = attributes.get("metadata") or {}
+    record = metadata.get(VOLUME_KEY) if isinstance(metadata, Mapping) else None
+    if record:
+        ref = reference_from_record(record, spatial)
+    else:
+        ref = reference_from_layer(attributes, spatial)
+    return Volume(
+        array=array,
+        spacing=ref.spacing,
+        origin=ref.origin,
+        direction=ref.direction,
+        kind=ref.kind,
+        modality=ref.modality,
+        is_rgb=rgb,
+        source=ref.source,
+        meta=dict(ref.meta),
     )

@@ -1,0 +1,61 @@
+"""What several subcommands share: the model options, the store, the Segmenter, log lines."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+UNTRAINED_NOTICE = (
+    "NOTE: no trained checkpoint is in use: this model is UNTRAINED (random CNN and adapter "
+    "weights around the pre-trained LLM layer), so its mask is meaningless. Train or fine-tune "
+    "a model first, or pass --model CHECKPOINT."
+)
+
+Log = Callable[[str], None]
+
+
+def log_fn(quiet: bool) -> Log:
+    """Print on stderr, or nothing with ``-q``."""
+    return (lambda *_: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
+def add_model_args(sp: argparse.ArgumentParser) -> None:
+    """--model, --store, --device, --batch-size, -q (segment, demo)."""
+    sp.add_argument("--model", help="checkpoint file, a version in the model store (see "
+                    "'llm4seg models'; 'current' = the default), or a model spec for an untrained "
+                    "model (preset name such as 'llm4seg', 'cmunext', 'llama-3.2-1b', optionally "
+                    "with key=value overrides); default: the store's current version")
+    sp.add_argument("--store", metavar="DIR", help="model store folder (default: the user data "
+                    "folder, or $LLM4SEG_HOME/models)")
+    sp.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda[:N], mps")
+    sp.add_argument("--batch-size", type=int, default=None,
+                    help="slices per forward pass (default: 2 on a CPU, 8 on a GPU)")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def open_store(args: argparse.Namespace) -> Any:
+    """The model store ``--store DIR`` names, else the user's (LLM4SEG_HOME or the data folder)."""
+    from llm4seg_core.store import ModelStore
+
+    root = getattr(args, "store", None)
+    return ModelStore(root) if root else ModelStore()
+
+
+def load_segmenter(args: argparse.Namespace) -> Any:
+    from llm4seg_core.inference import Segmenter
+
+    return Segmenter.load(getattr(args, "model", None), device=args.device,
+                          batch_size=args.batch_size, store=open_store(args))
+
+
+def describe_segmenter(seg: Any, log: Log) -> None:
+    """The model and device in one line; the untrained notice even with ``-q``."""
+    from llm4seg_core.device import describe_device
+
+    spec = seg.model.spec
+    llm = f"{spec.llm_source} layer {spec.llm_layer}" if spec.has_llm else "none"
+    log(f"model: {seg.name} (LLM: {llm}, {spec.llm_mode}); device: {describe_device(seg.device)}")
+    if not seg.trained:  # shown even with --quiet: the mask is meaningless
+        print(UNTRAINED_NOTICE, file=sys.stderr)

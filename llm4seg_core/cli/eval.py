@@ -1,0 +1,57 @@
+"""``llm4seg eval PREDICTION REFERENCE``: score a predicted mask against a reference, per label."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from llm4seg_core.errors import LLM4SegError
+
+
+def run(args: argparse.Namespace) -> int:
+    from llm4seg_core.io import read_image, read_mask
+    from llm4seg_core.metrics import METRIC_NAMES, score_labels
+    from llm4seg_core.slices import parse_slices
+
+    ref_vol = read_image(args.reference)
+    ref = read_mask(args.reference)
+    pred = read_mask(args.prediction)
+    if pred.shape != ref.shape:
+        raise LLM4SegError(
+            f"prediction {Path(args.prediction).name} has shape {pred.shape} but reference "
+            f"{Path(args.reference).name} has shape {ref.shape}; compare masks of the same image"
+        )
+    exclude = parse_slices(args.exclude_slices) if args.exclude_slices else []
+    scores = score_labels(pred, ref, spacing_zyx=ref_vol.scale_zyx, exclude_slices=exclude)
+    if args.json:
+        print(json.dumps({"prediction": str(args.prediction), "reference": str(args.reference),
+                          "excluded_slices": exclude,
+                          "labels": {str(k): s.to_dict() for k, s in scores.items()}}, indent=2))
+        return 0
+    if not scores:
+        print("no labels in either mask")
+        return 0
+    head = ["label", *[n if n != "hd95" else "hd95_mm" for n in METRIC_NAMES], "voxels_pred", "voxels_ref"]
+    print("  ".join(f"{h:>11}" for h in head))
+    for k, s in scores.items():
+        d = s.to_dict()
+        cells = [f"{k:>11}"]
+        for n in METRIC_NAMES:
+            v = d[n]
+            cells.append(f"{'n/a':>11}" if v is None else f"{v:>11.4f}")
+        cells += [f"{d['voxels_pred']:>11}", f"{d['voxels_ref']:>11}"]
+        print("  ".join(cells))
+    if exclude:
+        print(f"(slices {args.exclude_slices} excluded)")
+    return 0
+
+
+def register(sub: Any) -> None:
+    e = sub.add_parser("eval", help="score a predicted mask against a reference mask, per label")
+    e.add_argument("prediction", help="predicted mask")
+    e.add_argument("reference", help="reference mask (its spacing is used for HD95)")
+    e.add_argument("--exclude-slices", help="slices left out, e.g. the fine-tuning slices: 3,7,10-12")
+    e.add_argument("--json", action="store_true", help="print JSON")
+    e.set_defaults(func=run)

@@ -1,0 +1,148 @@
+"""``llm4seg models [list|show|compare|rollback|import]``: the model store's versions."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from llm4seg_core.cli.common import open_store
+from llm4seg_core.errors import LLM4SegError
+from llm4seg_core.metrics import format_metrics, format_value
+
+
+def _short_time(created: str) -> str:
+    return created[:16].replace("T", " ") if created else "?"
+
+
+def _list(store: Any) -> int:
+    versions = store.versions()
+    print(f"model store: {store.root}")
+    if not versions:
+        print("no model versions yet (train or fine-tune a model, or 'llm4seg models import FILE')")
+        return 0
+    cur = store.current()
+    rows = [("", "name", "created", "parent", "LLM", "metrics")]
+    for v in versions:
+        mark = "*" if cur is not None and v.name == cur.name else ""
+        info = f"DAMAGED: {v.damaged}" if v.damaged else (format_metrics(v.metrics, limit=3) or "-")
+        rows.append((mark, v.name, _short_time(v.created), v.parent or "-", v.llm, info))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5])
+    print("* = current (used by Segment by default; change it with 'llm4seg models rollback NAME')")
+    return 0
+
+
+def _show(store: Any, name: str) -> int:
+    v = store.get(name)
+    cur = store.current()
+    print(f"model store: {store.root}")
+    print(f"name:     {v.name}{'  (current)' if cur is not None and cur.name == v.name else ''}")
+    if v.damaged:
+        print(f"DAMAGED:  {v.damaged}")
+    print(f"weights:  {v.path} ({v.n_tensors} tensors, {v.size:,} bytes)")
+    print(f"metadata: {v.json_path}")
+    print(f"created:  {v.created or '?'}")
+    print(f"parent:   {v.parent or '-'}")
+    print(f"LLM:      {v.llm} (weights sha256 {v.llm_sha256 or '-'})")
+    if v.note:
+        print(f"note:     {v.note}")
+    print("metrics:" + ("" if v.metrics else " -"))
+    for k, val in v.metrics.items():
+        print(f"  {k}: {format_value(val)}")
+    print("data:" + ("" if v.data else " -"))
+    for k, val in v.data.items():
+        print(f"  {k}: {val}")
+    if v.spec is not None:
+        print(f"spec:     {v.spec.to_json()}")
+    return 0
+
+
+def _compare(store: Any, a: str, b: str) -> int:
+    c = store.compare(a, b)
+    print(f"model store: {store.root}")
+    print(f"compare {c['a']} -> {c['b']}")
+    print(f"  created: {_short_time(c['created'][0])} -> {_short_time(c['created'][1])}")
+    print(f"  parent:  {c['parent'][0] or '-'} / {c['parent'][1] or '-'}")
+    if c["metrics"]:
+        w = max(len(k) for k in c["metrics"])
+        print("metrics:")
+        print(f"  {'':{w}}  {c['a']:>10}  {c['b']:>10}")
+        for k, (x, y) in c["metrics"].items():
+            delta = ""
+            if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+                delta = f"  ({y - x:+.4f})"
+            print(f"  {k:{w}}  {format_value(x):>10}  {format_value(y):>10}{delta}")
+    else:
+        print("metrics:  none recorded")
+    if c["spec"]:
+        print("spec differences:")
+        for k, (x, y) in c["spec"].items():
+            print(f"  {k}: {x} -> {y}")
+    else:
+        print("spec: the same")
+    llm = c["llm"]
+    print(f"LLM layer: {'the same' if llm['same'] else 'DIFFERENT'} ({llm['a']} / {llm['b']})")
+    wt = c["weights"]
+    print(
+        f"weights: {wt['common']} tensors in both ({wt['changed']} changed, {wt['unchanged']} "
+        f"unchanged); relative change overall {wt['overall_rel_change']:.4g}, mean "
+        f"{wt['mean_rel_change']:.4g}, max {wt['max_rel_change']:.4g}"
+    )
+    for label, key in (("only in " + c["a"], "only_a"), ("only in " + c["b"], "only_b"),
+                       ("other shape", "shape_differs")):
+        if wt[key]:
+            print(f"  {label}: {len(wt[key])} tensors")
+    if wt["top"]:
+        print("  largest changes:")
+        for k, r in wt["top"][:5]:
+            print(f"    {r:.4g}  {k}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    action = getattr(args, "action", None) or "list"
+    if action == "list":
+        return _list(store)
+    if action == "show":
+        return _show(store, args.name)
+    if action == "compare":
+        return _compare(store, args.a, args.b)
+    if action == "rollback":
+        before = store.current()
+        store.set_current(args.name)
+        print(f"model store: {store.root}")
+        print(f"current model: {args.name} (was {before.name if before else 'none'}); no version was deleted")
+        return 0
+    if action == "import":
+        v = store.import_file(args.file, name=args.name)
+        print(f"model store: {store.root}")
+        print(f"imported {args.file} as {v.name} ({v.llm}); it is now the current model")
+        return 0
+    raise LLM4SegError(f"unknown models action {action!r}")
+
+
+def register(sub: Any) -> None:
+    m = sub.add_parser("models", help="the model store: list, show, compare, roll back, import versions")
+    m.add_argument("--store", metavar="DIR", help="model store folder (default: the user data folder, "
+                   "or $LLM4SEG_HOME/models)")
+    m.set_defaults(func=run, action=None)
+    acts = m.add_subparsers(dest="action")
+
+    def act(name: str, help: str) -> argparse.ArgumentParser:
+        a = acts.add_parser(name, help=help)
+        a.add_argument("--store", metavar="DIR", default=argparse.SUPPRESS, help="model store folder")
+        return a
+
+    act("list", "list the versions (the default)")
+    a = act("show", "all metadata of one version")
+    a.add_argument("name")
+    a = act("compare", "two versions side by side: metrics, spec, weight changes")
+    a.add_argument("a")
+    a.add_argument("b")
+    a = act("rollback", "make a version the current one (used by Segment); deletes nothing")
+    a.add_argument("name")
+    a = act("import", "add a checkpoint file to the store as a new version")
+    a.add_argument("file")
+    a.add_argument("--name", help="version name (default: the next v0001, v0002, ...)")

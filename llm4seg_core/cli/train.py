@@ -1,0 +1,153 @@
+"""``llm4seg train DATASET -o FOLDER``: train a model on a dataset folder (2D or 3D).
+
+Also runs under ``torchrun --nproc_per_node N -m llm4seg_core train ...``
+(DDP; only rank 0 prints and writes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from llm4seg_core.cli.common import log_fn
+from llm4seg_core.cli.progress import ProgressBar
+from llm4seg_core.errors import LLM4SegError
+
+
+def run(args: argparse.Namespace) -> int:
+    from llm4seg_core.datasets import SPLIT_FILE, Split, open_dataset
+    from llm4seg_core.jobs import Callbacks
+    from llm4seg_core.metrics import format_metrics
+    from llm4seg_core.model.network import build_model
+    from llm4seg_core.model.spec import ModelSpec, parse_spec
+    from llm4seg_core.training import (
+        TrainConfig, Trainer, has_train_state, init_distributed, read_train_state_info,
+    )
+
+    dist_ = init_distributed(args.device)
+    main_rank = dist_.is_main
+    log = log_fn(args.quiet or not main_rank)
+    out = Path(args.output).expanduser()
+    if out.exists() and not out.is_dir():
+        raise LLM4SegError(f"{out} is a file; -o needs a folder for the model")
+    split_path = out / SPLIT_FILE
+    state = None
+    if args.resume:
+        if not has_train_state(out):
+            raise LLM4SegError(f"nothing to resume in {out}: it holds no training state")
+        state = read_train_state_info(out)
+    elif has_train_state(out):
+        raise LLM4SegError(
+            f"{out} already holds a training run; pass --resume to continue it, or choose another folder"
+        )
+
+    split = Split.load(split_path) if split_path.is_file() else None
+    data = open_dataset(args.dataset, split_name=args.split_name, split=split, seed=args.seed)
+    label_map = data.label_map()
+    if state is not None:
+        spec = ModelSpec.from_dict(state["spec"])
+        cfg = TrainConfig.from_dict(state["config"])
+        if args.epochs is not None:  # allow extending a finished run
+            cfg.epochs = args.epochs
+        cfg.device = args.device
+    else:
+        text = args.model or ""
+        spec = parse_spec(text) if text else ModelSpec()
+        if "num_classes" in text and spec.num_classes != label_map.num_classes:
+            raise LLM4SegError(
+                f"--model says num_classes={spec.num_classes} but the masks hold "
+                f"{len(label_map.values)} label(s) {list(label_map.values)}, i.e. num_classes="
+                f"{label_map.num_classes}"
+            )
+        spec = spec.with_(num_classes=label_map.num_classes)
+        if "in_channels" not in text and data.is_rgb:
+            spec = spec.with_(in_channels=3)
+        defaults = TrainConfig()
+        cfg = TrainConfig(
+            epochs=args.epochs or defaults.epochs,
+            batch_size=args.batch_size or defaults.batch_size,
+            lr=args.lr or defaults.lr,
+            seed=args.seed,
+            device=args.device,
+            trainable=args.trainable,
+            crop_size=args.crop,
+            max_steps=args.max_steps,
+            num_workers=args.workers,
+        )
+    train_ds = data.dataset("train", spec, label_map)
+    val_ds = data.dataset("val", spec, label_map)
+    if main_rank:
+        out.mkdir(parents=True, exist_ok=True)
+        if not split_path.is_file():
+            data.split.save(split_path)
+    log(data.describe())
+    log(f"{len(train_ds)} training / {len(val_ds)} validation slices; labels {list(label_map.values)}"
+        f" -> num_classes {spec.num_classes}")
+    model = build_model(spec, device="cpu", seed=args.seed)
+    cancel_meta = {"dataset": str(Path(args.dataset).expanduser().resolve()),
+                   "split": data.split.origin, "labels": list(label_map.values)}
+    bar = ProgressBar("training", "step", not (args.quiet or not main_rank))
+
+    def on_metrics(m: dict[str, Any]) -> None:
+        if main_rank and not args.quiet:
+            bar.write(format_metrics(m))
+
+    trainer = Trainer(model, cfg, Callbacks(on_progress=bar.update, on_metrics=on_metrics,
+                                            on_log=lambda s: bar.write(s) if main_rank else None))
+    counts = model.param_counts()
+    log(f"device {trainer.device}{f', {dist_.world_size} processes (DDP)' if dist_.distributed else ''}; "
+        f"trainable {cfg.trainable}: {counts.trainable:,} of {counts.total:,} parameters")
+    t0 = time.perf_counter()
+    finished = False
+    try:
+        result = trainer.fit(train_ds, val_ds, checkpoint_dir=out, resume=state is not None,
+                             meta=cancel_meta)
+        finished = True
+    except KeyboardInterrupt:
+        bar.close()
+        if main_rank:
+            print(f"llm4seg: interrupted; training state saved in {out}; continue with "
+                  f"`llm4seg train {args.dataset} -o {out} --resume`", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+        if dist_.distributed:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                if finished:
+                    # all ranks leave together: a rank tearing gloo down while rank 0 still
+                    # writes its checkpoint aborted once in CI ("terminate called without an
+                    # active exception", exit -6)
+                    dist.barrier()
+                dist.destroy_process_group()
+    best = result.best_metrics
+    log(f"done: {result.steps} steps in {time.perf_counter() - t0:.1f} s; best "
+        + ", ".join(f"{k} {best[k]:.4f}" for k in ("val_dice", "val_iou") if k in best)
+        + f" (epoch {best.get('epoch', '?')}); wrote {out / 'best.safetensors'}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    from llm4seg_core.training import TRAINABLE
+
+    t = sub.add_parser("train", help="train a model on a dataset folder (2D or 3D); torchrun for DDP")
+    t.add_argument("dataset", help="images/ + masks/0/ (2D), imagesTr/ + labelsTr/, or *_image/*_label volumes")
+    t.add_argument("-o", "--output", required=True, help="model folder: best/last.safetensors + training state")
+    t.add_argument("--model", help="model spec: preset and/or key=value overrides (num_classes comes from the masks)")
+    t.add_argument("--epochs", type=int, help="epochs (default 300, the reference)")
+    t.add_argument("--batch-size", type=int, help="batch size per process (default 8)")
+    t.add_argument("--lr", type=float, help="base learning rate (default 0.01, SGD + poly decay)")
+    t.add_argument("--trainable", default="all-but-llm", choices=TRAINABLE, help="what gets gradients")
+    t.add_argument("--crop", type=int, help="train on random crops of this size (multiple of 16)")
+    t.add_argument("--max-steps", type=int, help="stop after this many steps")
+    t.add_argument("--split-name", help="use <NAME>_train.txt / <NAME>_val.txt")
+    t.add_argument("--workers", type=int, default=0, help="data loading processes (default 0)")
+    t.add_argument("--resume", action="store_true", help="continue the run saved in the output folder")
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda[:N], mps")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("-q", "--quiet", action="store_true")
+    t.set_defaults(func=run)

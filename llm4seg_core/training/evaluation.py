@@ -1,0 +1,71 @@
+"""Validation: mean loss, Dice and IoU per image of a dataset, at the model grid."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from llm4seg_core.device import autocast
+from llm4seg_core.metrics import overlap_scores
+from llm4seg_core.training.distributed import DistInfo, all_reduce_sum
+from llm4seg_core.training.losses import segmentation_loss
+
+__all__ = ["evaluate"]
+
+
+def _labels_of(logits: torch.Tensor) -> torch.Tensor:
+    if logits.shape[1] == 1:
+        return (logits[:, 0] > 0).to(torch.uint8)
+    return logits.argmax(1).to(torch.uint8)
+
+
+def _per_image_scores(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> tuple[float, float]:
+    labels = [1] if num_classes == 1 else list(range(1, num_classes))
+    d = i = 0.0
+    for k in labels:
+        s = overlap_scores(pred == k, ref == k)
+        d += s["dice"]
+        i += s["iou"]
+    return d / len(labels), i / len(labels)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Any, *, device: torch.device | str = "cpu",
+             batch_size: int = 8, bce_weight: float = 0.5, amp: bool = True,
+             shard: DistInfo | None = None) -> dict[str, float]:
+    """Mean loss, Dice and IoU per image (mean over foreground classes) at the model grid.
+
+    With ``shard`` each rank scores its share and the sums are all-reduced.
+    """
+    device = torch.device(device)
+    net = model.module if hasattr(model, "module") else model
+    num_classes = net.spec.num_classes
+    was_training = net.training
+    net.eval()
+    shard = shard or DistInfo()
+    idx = list(range(shard.rank, len(dataset), shard.world_size))
+    sums = [0.0, 0.0, 0.0, 0.0]  # loss * n, dice, iou, n
+    try:
+        for start in range(0, len(idx), batch_size):
+            items = [dataset[i] for i in idx[start:start + batch_size]]
+            x = torch.stack([a for a, _ in items]).to(device)
+            y = torch.stack([b for _, b in items]).to(device)
+            with autocast(device, amp):
+                logits = net(x)
+            sums[0] += float(segmentation_loss(logits, y, bce_weight)) * len(items)
+            pred = _labels_of(logits.float()).cpu().numpy()
+            ref = y.cpu().numpy()
+            for p, r in zip(pred, ref, strict=True):
+                d, i = _per_image_scores(p, r, num_classes)
+                sums[1] += d
+                sums[2] += i
+            sums[3] += len(items)
+    finally:
+        if was_training:
+            net.train()
+    sums = all_reduce_sum(sums, device)
+    n = max(sums[3], 1.0)
+    return {"val_loss": sums[0] / n, "val_dice": sums[1] / n, "val_iou": sums[2] / n}

@@ -1,0 +1,347 @@
+"""The dock widget's controls class: the layout's pickers and lists, wired to the session state.
+
+:class:`WidgetControls` keeps :class:`~llm4seg_napari.state.WidgetState` and
+the controls in step, both ways: a pick in a combo box changes the state, a
+change of the state shows in the controls. It follows the viewer's layers
+(which image is current, which labels layer is its mask), tracks the mask's
+corrected slices (:mod:`llm4seg_napari._corrections`) and has them
+autosaved (:mod:`llm4seg_napari._autosave`). The jobs (Segment, Fine-tune,
+Save, opening a series) are the main class's, :mod:`llm4seg_napari.widget`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error, show_warning
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QComboBox, QListWidgetItem, QWidget
+
+from llm4seg_core.autosave import restorable_slices
+from llm4seg_core.errors import LLM4SegError
+from llm4seg_core.store import ModelStore
+from llm4seg_napari._autosave import CorrectionsAutosave, session_target
+from llm4seg_napari._corrections import CorrectionTracker
+from llm4seg_napari._layout import WidgetLayout
+from llm4seg_napari.choices import Choice, device_choices, model_choices
+from llm4seg_napari.geometry import SERIES_KEY, WINDOW_KEY
+from llm4seg_napari.masks import find_mask
+from llm4seg_napari.state import AS_LOADED, WidgetState
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["WidgetControls"]
+
+#: The progress bar's unit per job kind.
+_UNITS = {"segment": "slices", "fine-tune": "steps"}
+
+
+class WidgetControls(WidgetLayout):
+    """The panel with its pickers, corrections list and job display wired to ``self.state``."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.state = WidgetState(self)
+        self._tracker: CorrectionTracker | None = None
+        self._extra_models: list[Choice] = []
+        self._tuned = False  # a fine-tune ran: "Segment again" makes sense
+        self._autosave = CorrectionsAutosave(self)
+        self._autosave.saved.connect(self._refresh_restore)
+        self._autosave.failed.connect(self.state.set_status)
+
+        state = self.state
+        state.status_changed.connect(self.status_label.setText)
+        state.choices_changed.connect(self._show_choices)
+        state.model_changed.connect(lambda _text: self._show_selection())
+        state.device_changed.connect(lambda _arg: self._show_selection())
+        state.window_changed.connect(self._show_window)
+        state.corrections_changed.connect(lambda _zs: self._show_corrections())
+        state.job_started.connect(self._show_job_started)
+        state.progress.connect(self._show_progress)
+        state.job_finished.connect(self._show_job_finished)
+
+        self.image_combo.currentIndexChanged.connect(self._on_image_picked)
+        self.model_combo.currentIndexChanged.connect(self._on_model_picked)
+        self.refresh_button.clicked.connect(lambda: self.refresh_models())
+        self.device_combo.currentIndexChanged.connect(self._on_device_picked)
+        self.window_combo.currentTextChanged.connect(self.select_window)
+        self.keep_check.toggled.connect(lambda _on: self._show_busy())
+        self.corrections_list.itemDoubleClicked.connect(self._on_correction_activated)
+        self.mark_button.clicked.connect(self.mark_current_slice)
+        self.unmark_button.clicked.connect(self.unmark_selected)
+
+        layers = self.viewer.layers
+        layers.events.inserted.connect(self._on_layer_inserted)
+        layers.events.removed.connect(self._on_layer_removed)
+        layers.events.moved.connect(self._refresh_images)
+        for layer in layers:
+            layer.events.name.connect(self._refresh_images)
+
+        self.refresh_models()
+        state.set_device_choices(device_choices())
+        self._show_window(state.window_preset)
+        self._refresh_images()
+        self._show_corrections()
+        self._show_busy()
+
+    # ================================================================== pickers
+    def refresh_models(self, select: str | None | object = ...) -> None:
+        """Re-read the model store; keep the selection, or select the model ``select``."""
+        try:
+            choices = model_choices(ModelStore())
+        except LLM4SegError as exc:
+            show_error(str(exc))
+            choices = [Choice(None, "default")]
+        known = {c.arg for c in choices}
+        choices += [c for c in self._extra_models if c.arg not in known]
+        self.state.set_model_choices(choices, select)
+
+    def select_model(self, arg: str | None, text: str | None = None) -> None:
+        """Select the model ``arg`` (a version, a checkpoint path or a spec); listed when absent.
+
+        ``text``: what the picker shows for a model it did not list (default "custom: <arg>").
+        """
+        if arg not in [c.arg for c in self.state.model_choices]:
+            self._extra_models.append(Choice(arg, text or f"custom: {arg}", f"model {arg!r}"))
+            self.refresh_models(select=arg)
+        else:
+            self.state.choose_model(arg)
+
+    def select_device(self, arg: str) -> bool:
+        """Select the device ``arg`` ("auto", "cpu", "cuda:0", ...); False when not usable here."""
+        return self.state.choose_device(arg)
+
+    def select_window(self, name: str) -> None:
+        """Show the current CT in the display window ``name`` (only the contrast changes)."""
+        from llm4seg_core.preprocess import CT_WINDOWS, window_limits
+
+        image = self.state.image
+        if image is None or not self.state.window_enabled or name not in self.state.window_choices:
+            self._show_window(self.state.window_preset)
+            return
+        self.state.set_window(name, True)
+        if name in CT_WINDOWS:
+            image.contrast_limits = window_limits(name)
+
+    def _on_model_picked(self, i: int) -> None:
+        choices = self.state.model_choices
+        if 0 <= i < len(choices):
+            self.state.choose_model(choices[i].arg)
+
+    def _on_device_picked(self, i: int) -> None:
+        choices = self.state.device_choices
+        if 0 <= i < len(choices) and not self.state.choose_device(choices[i].arg or "auto"):
+            self._show_selection()
+
+    @staticmethod
+    def _fill(combo: QComboBox, choices: list[Choice], current: int) -> None:
+        combo.blockSignals(True)
+        combo.clear()
+        for i, choice in enumerate(choices):
+            combo.addItem(choice.text)
+            if choice.tip:
+                combo.setItemData(i, choice.tip, Qt.ItemDataRole.ToolTipRole)
+            if not choice.enabled:
+                item = combo.model().item(i)
+                if item is not None:
+                    item.setEnabled(False)
+        combo.setCurrentIndex(current if 0 <= current < len(choices) else 0)
+        combo.blockSignals(False)
+
+    def _show_choices(self) -> None:
+        state = self.state
+        self._fill(self.model_combo, state.model_choices, state.model_index)
+        self._fill(self.device_combo, state.device_choices, state.device_index)
+
+    def _show_selection(self) -> None:
+        for combo, index in ((self.model_combo, self.state.model_index),
+                             (self.device_combo, self.state.device_index)):
+            if combo.currentIndex() != index:
+                combo.blockSignals(True)
+                combo.setCurrentIndex(index)
+                combo.blockSignals(False)
+
+    def _show_window(self, preset: str) -> None:
+        combo = self.window_combo
+        combo.blockSignals(True)
+        if combo.count() != len(self.state.window_choices):
+            combo.clear()
+            combo.addItems(self.state.window_choices)
+        combo.setCurrentText(preset)
+        combo.setEnabled(self.state.window_enabled)
+        combo.blockSignals(False)
+
+    # ================================================================== layers
+    def _on_layer_inserted(self, event: Any) -> None:
+        event.value.events.name.connect(self._refresh_images)
+        self._refresh_images()
+
+    def _on_layer_removed(self, event: Any) -> None:
+        try:
+            event.value.events.name.disconnect(self._refresh_images)
+        except (RuntimeError, ValueError, TypeError):
+            pass
+        self._refresh_images()
+
+    def _refresh_images(self, *_: Any) -> None:
+        images = [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+        current = self.state.image
+        if not any(layer is current for layer in images):
+            current = images[-1] if images else None  # the newest image
+        combo = self.image_combo
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItems([layer.name for layer in images])
+        if current is not None:
+            combo.setCurrentIndex([layer is current for layer in images].index(True))
+        combo.blockSignals(False)
+        self._set_image(current)
+
+    def _on_image_picked(self, i: int) -> None:
+        name = self.image_combo.itemText(i)
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        self._set_image(layer if isinstance(layer, Image) else None)
+
+    def _set_image(self, image: Image | None) -> None:
+        """Make ``image`` the current one: its window, its series, its mask."""
+        if image is not self.state.image:
+            window = image.metadata.get(WINDOW_KEY) if image is not None else None
+            window = window if window in self.state.window_choices else AS_LOADED
+        else:
+            window = self.state.window_preset
+        self.state.set_window(window, image is not None and not image.rgb)
+        self.state.set_image(image)
+        self._refresh_series(image)
+        self._sync_mask()
+
+    def _sync_mask(self) -> None:
+        """Find the current image's mask layer, and track its corrections."""
+        mask = find_mask(self.viewer, self.state.image)
+        self.state.set_mask(mask)
+        self._attach_tracker(mask)
+
+    def _refresh_series(self, image: Image | None) -> None:
+        series = (image.metadata.get(SERIES_KEY) if image is not None else None) or []
+        combo = self.series_combo
+        combo.clear()
+        for s in series:
+            combo.addItem(f"{s.get('label') or s.get('uid')}", s.get("uid"))
+            combo.setItemData(
+                combo.count() - 1,
+                f"{s.get('modality') or '?'} · {s.get('n_files')} file(s) · UID {s.get('uid')}",
+                Qt.ItemDataRole.ToolTipRole,
+            )
+        self.series_form.setRowVisible(self.series_row, len(series) > 1)
+
+    @staticmethod
+    def _layer_state(layer: Any) -> dict[str, Any]:
+        return dict(layer.as_layer_data_tuple()[1])
+
+    def _current_slice(self, layer: Any, n_slices: int) -> int:
+        if n_slices <= 1 or layer.ndim < 3:
+            return 0
+        point = list(self.viewer.dims.point)[-layer.ndim:]
+        z = int(round(float(layer.world_to_data(point)[0])))
+        return min(max(z, 0), n_slices - 1)
+
+    # ================================================================== corrections
+    def _attach_tracker(self, mask: Labels | None) -> None:
+        if self._tracker is not None and self._tracker.layer is mask:
+            self._refresh_restore()
+            return
+        if self._tracker is not None:
+            self._tracker.detach()
+        self._tracker = (CorrectionTracker(mask, self._on_corrections_changed)
+                         if mask is not None else None)
+        self._autosave.follow(self._tracker, self.state.image)
+        self.state.set_corrected(self._tracker.slices if self._tracker is not None else [])
+        self._show_corrections()
+        self._refresh_restore()
+
+    def _on_corrections_changed(self) -> None:
+        tracker = self._tracker
+        self.state.set_corrected(tracker.slices if tracker is not None else [])
+        self._autosave.schedule()
+        self._refresh_restore()
+
+    def _show_corrections(self) -> None:
+        slices = self.state.corrected_slices
+        self.corrections_list.clear()
+        for z in slices:
+            item = QListWidgetItem(f"slice {z}")
+            item.setData(Qt.ItemDataRole.UserRole, z)
+            self.corrections_list.addItem(item)
+        if self._tracker is None:
+            text = "Segment first; your edits of the mask are then tracked per slice."
+        elif not slices:
+            text = "No corrected slices yet: paint, fill or erase on the mask."
+        else:
+            text = f"{len(slices)} corrected slice(s): kept by Segment, used by Fine-tune."
+        self.corrections_label.setText(text)
+
+    def mark_current_slice(self) -> None:
+        """Count the shown slice as corrected (the model got it right)."""
+        mask = self.state.mask
+        if mask is None or self._tracker is None:
+            show_warning("no mask yet: Segment first, then mark or correct slices")
+            return
+        self._tracker.add([self._current_slice(mask, self._tracker.n_slices)])
+
+    def unmark_selected(self) -> None:
+        if self._tracker is None:
+            return
+        zs = [item.data(Qt.ItemDataRole.UserRole) for item in self.corrections_list.selectedItems()]
+        self._tracker.discard(zs)
+
+    def _on_correction_activated(self, item: QListWidgetItem) -> None:
+        mask = self.state.mask
+        if mask is None or mask.ndim < 3:
+            return
+        z = int(item.data(Qt.ItemDataRole.UserRole))
+        world = mask.data_to_world([z, 0, 0])
+        self.viewer.dims.set_point(self.viewer.dims.ndim - mask.ndim, float(world[0]))
+
+    def _restorable(self) -> list[int]:
+        """The autosaved slices of the current image that are not corrected here."""
+        image = self.state.image
+        if image is None:
+            return []
+        folder, info = session_target(image)
+        return restorable_slices(folder, info["shape"], self.state.corrected_slices)
+
+    def _refresh_restore(self) -> None:
+        n = len(self._restorable())
+        self.restore_button.setEnabled(n > 0)
+        self.restore_button.setText(f"Restore corrections ({n} slice(s))" if n
+                                    else "Restore corrections")
+
+    # ================================================================== job display
+    def _show_busy(self) -> None:
+        busy = self.state.is_busy
+        for w in (self.segment_button, self.finetune_button, self.save_button, self.model_combo,
+                  self.refresh_button, self.device_combo, self.image_combo, self.steps_spin,
+                  self.overwrite_check, self.scope_volume, self.scope_slice,
+                  self.series_combo, self.series_button, self.keep_check):
+            w.setEnabled(not busy)
+        self.fill_check.setEnabled(not busy and self.keep_check.isChecked())
+        self.segment_again_button.setEnabled(not busy and self._tuned)
+        self.cancel_button.setEnabled(busy)
+
+    def _show_job_started(self, kind: str) -> None:
+        self.progress_bar.setRange(0, 0)  # busy until the first progress report
+        self.progress_bar.setFormat(f"{kind}: %v / %m {_UNITS.get(kind, '')}".rstrip())
+        self._show_busy()
+
+    def _show_progress(self, done: int, total: int) -> None:
+        if self.state.is_busy and total > 0:
+            self.progress_bar.setRange(0, max(total, 1))
+            self.progress_bar.setValue(done)
+
+    def _show_job_finished(self, kind: str, how: str) -> None:
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(1 if how == "done" else 0)
+        self.progress_bar.setFormat(f"{kind}: {how}")
+        self._show_busy()

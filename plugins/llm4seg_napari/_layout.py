@@ -1,0 +1,260 @@
+"""The dock widget's controls and their arrangement: widgets, texts and tooltips, no logic.
+
+:class:`WidgetLayout` builds the panel (image and model pickers, Segment,
+Corrections, Fine-tune, Job, Save) inside a scroll area, so that on a short
+screen the panel scrolls instead of squeezing its boxes. The controls class
+(:mod:`llm4seg_napari._controls`) wires these widgets to the session state;
+the widget (:mod:`llm4seg_napari.widget`) runs the jobs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QFrame,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QScrollArea,
+    QSizePolicy,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from llm4seg_core.training.config import FinetuneConfig
+from llm4seg_napari._plot import TrainingPlot, plot_available
+
+__all__ = ["WidgetLayout"]
+
+
+class WidgetLayout(QWidget):
+    """The panel's widgets, built in :meth:`_build_layout`; subclasses give them behaviour."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._build_layout()
+
+    def _build_layout(self) -> None:
+        self.setMinimumWidth(330)
+        # everything in a scroll area: on a short screen the panel scrolls instead of
+        # squeezing its boxes (the fine-tune plot first)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        self.scroll_area = QScrollArea()
+        self.scroll_area.setWidgetResizable(True)
+        self.scroll_area.setFrameShape(QFrame.Shape.NoFrame)
+        outer.addWidget(self.scroll_area)
+        content = QWidget()
+        self.scroll_area.setWidget(content)
+        root = QVBoxLayout(content)
+        root.setContentsMargins(6, 6, 6, 6)
+        root.setSpacing(8)
+
+        # ---- image & model
+        box = QGroupBox("Image and model")
+        form = QFormLayout(box)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self.image_combo = self._combo("image layer to segment")
+        form.addRow("Image", self.image_combo)
+        # DICOM folders with several series: the reader opened the largest; pick another
+        self.series_combo = self._combo("the series of this DICOM folder; Open adds it as a layer")
+        self.series_button = QPushButton("Open")
+        self.series_button.setToolTip("read the chosen series of the folder into a new image layer")
+        self.series_row = QWidget()
+        row = QHBoxLayout(self.series_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.series_combo, 1)
+        row.addWidget(self.series_button)
+        form.addRow("Series", self.series_row)
+        self.series_form = form
+        form.setRowVisible(self.series_row, False)  # shown for folders with several series
+        self.model_combo = self._combo("model: a version of the model store, or untrained")
+        self.model_combo.setMinimumContentsLength(22)
+        self.refresh_button = QToolButton()
+        self.refresh_button.setText("↻")
+        self.refresh_button.setToolTip("re-read the model store")
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.model_combo, 1)
+        row.addWidget(self.refresh_button)
+        form.addRow("Model", row)
+        self.device_combo = self._combo("where the model runs; auto = CUDA, then MPS, then CPU")
+        form.addRow("Device", self.device_combo)
+        self.window_combo = self._combo("CT display window: changes only the contrast shown")
+        form.addRow("CT window", self.window_combo)
+        root.addWidget(box)
+
+        # ---- segment
+        box = QGroupBox("Segment")
+        lay = QVBoxLayout(box)
+        row = QHBoxLayout()
+        self.scope_volume = QRadioButton("Whole volume")
+        self.scope_slice = QRadioButton("Current slice")
+        self.scope_volume.setChecked(True)
+        scope_group = QButtonGroup(self)
+        scope_group.addButton(self.scope_volume)
+        scope_group.addButton(self.scope_slice)
+        row.addWidget(self.scope_volume)
+        row.addWidget(self.scope_slice)
+        row.addStretch(1)
+        lay.addLayout(row)
+        self.overwrite_check = QCheckBox("Overwrite corrected slices")
+        self.overwrite_check.setToolTip(
+            "unticked: slices you corrected keep your edits; ticked: they get model output "
+            "again (and are unmarked)"
+        )
+        lay.addWidget(self.overwrite_check)
+        self.keep_check = QCheckBox("Keep only what continues my corrections")
+        self.keep_check.setToolTip(
+            "after a whole-volume Segment, keep of each label only what continues your corrected "
+            "slices' outline of it, slice by slice, moving or growing at most 3 mm a slice; "
+            "stray false positives elsewhere go. Leave unticked when there are other lesions "
+            "you have not outlined yet."
+        )
+        lay.addWidget(self.keep_check)
+        self.fill_check = QCheckBox("... and fill between my corrected slices")
+        self.fill_check.setToolTip(
+            "with the box above: between two corrected slices that hold a label, add the outline "
+            "interpolated from yours (shape-based: blended distance maps) where the model left "
+            "background. Only when your two outlines are at most 3 mm a slice apart or the "
+            "model's mask reaches every slice between them, so two separate lesions are not "
+            "joined; other labels are never overwritten."
+        )
+        self.fill_check.setChecked(True)
+        self.fill_check.setEnabled(False)  # only with the box above
+        lay.addWidget(self.fill_check)
+        self.segment_button = QPushButton("Segment")
+        self.segment_button.setToolTip("run the model; the mask goes to the layer '<image> mask'")
+        lay.addWidget(self.segment_button)
+        root.addWidget(box)
+
+        # ---- corrections
+        box = QGroupBox("Corrections")
+        lay = QVBoxLayout(box)
+        self.corrections_label = QLabel()
+        self.corrections_label.setWordWrap(True)
+        lay.addWidget(self.corrections_label)
+        self.corrections_list = QListWidget()
+        self.corrections_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.corrections_list.setMinimumHeight(60)
+        self.corrections_list.setMaximumHeight(110)
+        self.corrections_list.setToolTip("double-click: go to the slice")
+        lay.addWidget(self.corrections_list)
+        row = QHBoxLayout()
+        self.mark_button = QPushButton("Mark current slice")
+        self.mark_button.setToolTip("the model got this slice right: use it for fine-tuning as is")
+        self.unmark_button = QPushButton("Unmark selected")
+        self.unmark_button.setToolTip(
+            "not a correction: Segment may overwrite it, Fine-tune skips it")
+        row.addWidget(self.mark_button)
+        row.addWidget(self.unmark_button)
+        lay.addLayout(row)
+        self.restore_button = QPushButton("Restore corrections")
+        self.restore_button.setToolTip(
+            "put back the corrected slices autosaved for this image (e.g. before a crash); "
+            "slices you already corrected here are left as they are"
+        )
+        self.restore_button.setEnabled(False)
+        lay.addWidget(self.restore_button)
+        root.addWidget(box)
+
+        # ---- fine-tune
+        box = QGroupBox("Fine-tune on corrected slices")
+        lay = QVBoxLayout(box)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Steps"))
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, 100_000)
+        self.steps_spin.setValue(FinetuneConfig().steps)
+        self.steps_spin.setToolTip("training steps (about 0.25 s each on a 2-core CPU)")
+        row.addWidget(self.steps_spin)
+        row.addStretch(1)
+        lay.addLayout(row)
+        row = QHBoxLayout()
+        self.finetune_button = QPushButton("Fine-tune")
+        self.finetune_button.setToolTip(
+            "train the model's small parts on the corrected slices and save a new model version"
+        )
+        self.segment_again_button = QPushButton("Segment again")
+        self.segment_again_button.setToolTip(
+            "segment the uncorrected slices with the fine-tuned model"
+        )
+        row.addWidget(self.finetune_button)
+        row.addWidget(self.segment_again_button)
+        lay.addLayout(row)
+        self.loss_label = QLabel("loss: –")
+        self.loss_label.setWordWrap(True)
+        lay.addWidget(self.loss_label)
+        self.plot = TrainingPlot(box) if plot_available() else None
+        if self.plot is not None:
+            self.plot.setToolTip(
+                "live fine-tune curves: loss, and the Dice of the model on the corrected slices "
+                "it trains on (a fit, not a score on unseen slices)"
+            )
+            caption = QLabel("<span style='color:#f0a35e'>loss</span> and "
+                             "<span style='color:#5ec4f0'>Dice on the corrected slices</span> "
+                             "(a fit, not a score on unseen slices)")
+            caption.setWordWrap(True)
+            caption.setStyleSheet("font-size: 11px")
+            lay.addWidget(caption)
+            lay.addWidget(self.plot)
+        root.addWidget(box)
+
+        # ---- job + save
+        box = QGroupBox("Job")
+        lay = QVBoxLayout(box)
+        row = QHBoxLayout()
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("no job running")
+        row.addWidget(self.progress_bar, 1)
+        self.cancel_button = QPushButton("Cancel")
+        row.addWidget(self.cancel_button)
+        lay.addLayout(row)
+        self.status_label = QLabel("Ready.")
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.status_label)
+        root.addWidget(box)
+
+        self.save_button = QPushButton("Save mask…")
+        self.save_button.setToolTip(
+            "NIfTI, NRRD or MetaImage in the image's geometry; PNG for pictures")
+        root.addWidget(self.save_button)
+        root.addStretch(1)
+        self._content = content
+        self._fit_width()
+
+    def _fit_width(self) -> None:
+        """Wide enough for the content beside a vertical scroll bar (size hints settle once
+        the style is applied, so showEvent calls this again)."""
+        bar = self.scroll_area.verticalScrollBar().sizeHint().width()
+        self.setMinimumWidth(max(330, self._content.minimumSizeHint().width() + bar + 2))
+
+    @staticmethod
+    def _combo(tip: str) -> QComboBox:
+        combo = QComboBox()
+        combo.setToolTip(tip)
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(14)
+        combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        return combo
+
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
+        super().showEvent(event)
+        self._fit_width()

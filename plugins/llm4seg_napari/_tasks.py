@@ -1,0 +1,141 @@
+"""What the dock widget's jobs do, without Qt: the bodies its JobRunner runs in a thread.
+
+Plain Python on llm4seg_core: :func:`segment_job` segments the chosen slices
+into a buffer, :func:`finetune_job` fine-tunes the chosen model on the
+corrected slices and saves the new version (:func:`llm4seg_core.loop.
+finetune_corrections`). Both report through the job's
+:class:`~llm4seg_core.jobs.Callbacks` and stop when it cancels.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from llm4seg_core.errors import Cancelled
+from llm4seg_core.io import Volume
+from llm4seg_core.jobs import Callbacks
+from llm4seg_core.store import ModelStore, VersionInfo
+
+__all__ = [
+    "FinetuneResult",
+    "SegmentResult",
+    "finetune_job",
+    "load_segmenter",
+    "segment_job",
+    "warm_imports",
+]
+
+_log = logging.getLogger(__name__)
+_WARM = threading.Lock()
+_WARMED = False
+
+
+def warm_imports() -> None:
+    """Import the engine (torch, transformers, ...) in a background thread, once.
+
+    The first Segment otherwise imports them on the Qt main thread (the imports
+    inside the widget's methods): a few hundred ms to seconds of frozen window,
+    seen with ``bench/bench_event_loop.py --trace-stalls``.
+    """
+    global _WARMED
+    with _WARM:
+        if _WARMED:
+            return
+        _WARMED = True
+
+    def run() -> None:
+        try:
+            import llm4seg_core.datasets  # noqa: F401
+            import llm4seg_core.inference  # noqa: F401
+            import llm4seg_core.loop  # noqa: F401
+            import llm4seg_core.postprocess  # noqa: F401
+            import llm4seg_core.training.finetuning  # noqa: F401
+        except Exception:  # noqa: BLE001 - the real import reports it later, in context
+            _log.debug("warm-up import failed", exc_info=True)
+
+    threading.Thread(target=run, name="llm4seg-warm-imports", daemon=True).start()
+
+
+@dataclass
+class SegmentResult:
+    segmenter: Any
+    slices: list[int]
+    seconds: float
+
+
+def load_segmenter(model_arg: str | None, device: str, store: ModelStore | None = None) -> Any:
+    """``Segmenter.load`` (imported lazily: torch is slow to import)."""
+    from llm4seg_core.inference import Segmenter
+
+    return Segmenter.load(model_arg, device=device,
+                          store=store if store is not None else ModelStore())
+
+
+def segment_job(get_segmenter: Callable[[], Any], volume: Volume, slices: Sequence[int],
+                out: np.ndarray, callbacks: Callbacks) -> SegmentResult:
+    """Segment ``slices`` of ``volume`` into ``out`` (only those slices are written).
+
+    The slices are done in ascending order; when ``callbacks`` hear
+    ``progress(done, total)``, the first ``done`` of them are final in ``out``,
+    so a front end can show them while the rest runs.
+    """
+    t0 = time.perf_counter()
+    segmenter = get_segmenter()
+    if callbacks.cancelled():
+        raise Cancelled("segmentation cancelled before it started")
+    order = sorted({int(z) for z in slices})
+    segmenter.segment(volume, slices=order, callbacks=callbacks, out=out)
+    return SegmentResult(segmenter, order, time.perf_counter() - t0)
+
+
+@dataclass
+class FinetuneResult:
+    version: VersionInfo
+    segmenter: Any
+    metrics: dict[str, Any]
+    seconds: float
+    base: str = ""  # what the model was fine-tuned from, in words
+
+
+def finetune_job(model_arg: str | None, device: str, corrections: Any, steps: int,
+                 callbacks: Callbacks, *, store: ModelStore | None = None,
+                 image_name: str = "") -> FinetuneResult:
+    """Fine-tune ``model_arg`` on ``corrections`` and save a new version (parent = that model).
+
+    A fresh copy of the model is loaded (a cached Segmenter keeps its
+    weights); the new version becomes the store's current one. Raises
+    Cancelled when the callbacks cancel it: nothing is saved then.
+    """
+    from llm4seg_core.inference import Segmenter
+    from llm4seg_core.loop import finetune_corrections
+    from llm4seg_core.store import resolve_model
+    from llm4seg_core.training.config import FinetuneConfig
+
+    store = store if store is not None else ModelStore()
+    base = resolve_model(model_arg, store, load=False)  # loaded by finetune_corrections
+    config = FinetuneConfig(steps=int(steps), device=device)
+    source = corrections.volume.source or image_name
+    outcome = finetune_corrections(
+        base, corrections, config, callbacks, store=store,
+        data={
+            "image": source,
+            "image_name": image_name,
+            "slices": list(corrections.slices),
+            "shape": list(corrections.volume.spatial_shape),
+            "steps": config.steps,
+            "base_model": base.name,
+        },
+        note=f"fine-tuned in napari on {len(corrections)} corrected slice(s) of "
+        f"{image_name or source or 'an image'}, from {base.name}",
+    )
+    info = outcome.version
+    segmenter = Segmenter(outcome.model, device=device, trained=True, name=info.name)
+    return FinetuneResult(info, segmenter, dict(outcome.result.best_metrics), outcome.seconds,
+                          base.name)

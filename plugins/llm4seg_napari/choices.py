@@ -1,0 +1,100 @@
+"""What the model and device pickers offer, without Qt.
+
+:func:`model_choices` lists the model store's versions (and the default and
+untrained specs); :func:`device_choices` the places the model can run. The
+widget shows them in its combo boxes, the app in its menus; both read them
+from :class:`~llm4seg_napari.state.WidgetState`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llm4seg_core.metrics import format_metrics
+from llm4seg_core.store import ModelStore, VersionInfo, default_checkpoint
+
+__all__ = ["UNTRAINED_CHOICES", "Choice", "auto_device_text", "device_choices", "model_choices"]
+
+#: Untrained specs offered in the model picker: (text, spec argument).
+UNTRAINED_CHOICES: tuple[tuple[str, str], ...] = (
+    ("untrained LLM4Seg (SmolLM2 layer)", "llm4seg"),
+    ("untrained CMUNeXt (no LLM layer)", "cmunext"),
+)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One entry of a picker: the argument it stands for, the text shown, its tooltip."""
+
+    arg: str | None  # a model argument (None: the default model) or a device argument
+    text: str
+    tip: str = ""
+    enabled: bool = True
+
+
+def _version_choice(v: VersionInfo, current: str | None) -> Choice:
+    bits = [v.name]
+    if v.name == current:
+        bits.append("(current)")
+    if v.damaged:
+        bits.append("(damaged)")
+    else:
+        text = format_metrics(v.metrics, 2)
+        if text:
+            bits.append("· " + text)
+    tip = [f"model version {v.name}", f"LLM layer: {v.llm}", f"created {v.created}"]
+    if v.parent:
+        tip.append(f"fine-tuned from {v.parent}")
+    if v.note:
+        tip.append(v.note)
+    if v.damaged:
+        tip.append(f"cannot be used: {v.damaged}")
+    return Choice(v.name, " ".join(bits), "\n".join(tip), enabled=v.ok)
+
+
+def model_choices(store: ModelStore) -> list[Choice]:
+    """The model picker's entries: default, the store's versions (newest first), untrained specs."""
+    current = store.current()
+    if current is not None:
+        default = Choice(None, f"default: current version ({current.name})",
+                         "the model store's current version")
+    elif default_checkpoint() is not None:
+        default = Choice(None, "default: shipped model", str(default_checkpoint()))
+    else:
+        default = Choice(None, "default: untrained LLM4Seg (no trained model yet)",
+                         "no model version and no shipped checkpoint: fine-tune one first")
+    versions = [_version_choice(v, current.name if current else None)
+                for v in reversed(store.versions())]
+    untrained = [Choice(arg, text, f"model spec {arg!r}, random weights")
+                 for text, arg in UNTRAINED_CHOICES]
+    return [default, *versions, *untrained]
+
+
+def auto_device_text() -> str:
+    """What ``auto`` resolves to here, e.g. 'cpu, 2 threads' or 'cuda:0, NVIDIA H100'."""
+    from llm4seg_core.device import describe_device, resolve_device
+
+    try:
+        text = describe_device(resolve_device("auto"))
+    except Exception:  # noqa: BLE001 - a broken driver must not break the picker
+        return "cpu"
+    return text.replace(" (", ", ").rstrip(")")
+
+
+def device_choices() -> list[Choice]:
+    """auto (showing what it resolves to), cpu, and the GPUs; absent ones listed but disabled."""
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps is not None and mps.is_available())
+    out = [Choice("auto", f"auto ({auto_device_text()})", "CUDA GPU, else Apple MPS, else CPU"),
+           Choice("cpu", "cpu")]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            out.append(Choice(f"cuda:{i}", f"cuda:{i} ({torch.cuda.get_device_name(i)})"))
+    else:
+        out.append(Choice("cuda", "cuda (no CUDA GPU here)",
+                          f"torch {torch.__version__} sees no CUDA GPU", enabled=False))
+    if has_mps:
+        out.append(Choice("mps", "mps (Apple GPU)"))
+    return out

@@ -1,0 +1,82 @@
+"""The mask of an image: its layer name, the one way to make it, where to save it.
+
+The mask of image ``X`` is the labels layer ``"X mask"``, placed like the
+image (scale, translate, rotate, shear, affine) and carrying its metadata
+(the ``llm4seg_volume`` record), so the plugin's writer saves it in the
+image's geometry. The dock widget and the app both make it with
+:func:`make_mask_layer`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from llm4seg_napari.geometry import VOLUME_KEY
+
+if TYPE_CHECKING:
+    from napari.layers import Image, Labels
+
+__all__ = ["MASK_FILTERS", "find_mask", "make_mask_layer", "mask_name", "suggested_mask_path"]
+
+#: File-dialog filters for saving a mask (the writer's formats).
+MASK_FILTERS = (
+    "NIfTI (*.nii.gz *.nii);;NRRD (*.nrrd);;MetaImage (*.mha);;PNG, 2-D pictures only (*.png)"
+)
+
+
+def mask_name(image_name: str) -> str:
+    """The name of the labels layer that holds the mask of image ``image_name``."""
+    return f"{image_name} mask"
+
+
+def find_mask(viewer: Any, image: Image | None) -> Labels | None:
+    """The mask of ``image`` in ``viewer``: the Labels layer named :func:`mask_name`, or None."""
+    from napari.layers import Labels
+
+    if image is None:
+        return None
+    name = mask_name(image.name)
+    if name in viewer.layers and isinstance(viewer.layers[name], Labels):
+        return viewer.layers[name]
+    return None
+
+
+def make_mask_layer(viewer: Any, image: Image, shape: tuple[int, ...]) -> Labels:
+    """Add an empty uint8 mask of spatial ``shape`` for ``image`` to ``viewer``, placed like it."""
+    metadata = {k: (dict(v) if isinstance(v, dict) else v) for k, v in image.metadata.items()}
+    return viewer.add_labels(
+        np.zeros(shape, np.uint8),
+        name=mask_name(image.name),
+        scale=image.scale,
+        translate=image.translate,
+        rotate=image.rotate,
+        shear=image.shear,
+        affine=image.affine,
+        metadata=metadata,
+        opacity=0.5,
+    )
+
+
+def suggested_mask_path(layer: Image | Labels) -> str:
+    """Where to save the mask of an image layer (or the mask layer itself) by default.
+
+    Beside the image's source (in a DICOM folder: in it), else in the home
+    folder; named after the mask layer; NIfTI, or PNG for 2-D pictures.
+    """
+    from napari.layers import Image
+
+    record = layer.metadata.get(VOLUME_KEY) or {}
+    text = str(record.get("source") or "")
+    source = Path(text)
+    if not text or text == ".":
+        folder = Path.home()
+    else:
+        folder = source if source.is_dir() else source.parent
+    name = mask_name(layer.name) if isinstance(layer, Image) else layer.name
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "mask"
+    suffix = ".png" if record.get("kind") == "image2d" else ".nii.gz"
+    return str(folder / f"{stem}{suffix}")
