@@ -108,12 +108,8 @@ class MainWindow(ActionsMixin, OpeningMixin, EditingMixin, SavingMixin, StatusMi
         scroll.setWidget(self.widget)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setMinimumWidth(self.widget.minimumWidth() + 24)
-        self.widget_dock = QDockWidget("LLM4Seg", self)
-        self.widget_dock.setObjectName("llm4seg_dock")
-        self.widget_dock.setWidget(scroll)
-        self.widget_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
-                                     | QDockWidget.DockWidgetFeature.DockWidgetClosable)
-        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.widget_dock)
+        self.widget_dock = self._add_dock("LLM4Seg", "llm4seg_dock", scroll,
+                                          Qt.DockWidgetArea.RightDockWidgetArea)
 
         layers = QSplitter(Qt.Orientation.Vertical)
         layers.addWidget(self.qt_viewer.controls)
@@ -124,12 +120,20 @@ class MainWindow(ActionsMixin, OpeningMixin, EditingMixin, SavingMixin, StatusMi
         lay = QVBoxLayout(box)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addWidget(layers)
-        self.layers_dock = QDockWidget("Layers", self)
-        self.layers_dock.setObjectName("layers_dock")
-        self.layers_dock.setWidget(box)
-        self.layers_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
-                                     | QDockWidget.DockWidgetFeature.DockWidgetClosable)
-        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.layers_dock)
+        self.layers_dock = self._add_dock("Layers", "layers_dock", box,
+                                          Qt.DockWidgetArea.LeftDockWidgetArea)
+
+    def _add_dock(self, title: str, name: str, widget: QWidget,
+                  area: Qt.DockWidgetArea) -> QDockWidget:
+        """A movable, closable dock holding ``widget``, added at ``area`` (``name``: its
+        object name, which the saved window state refers to)."""
+        dock = QDockWidget(title, self)
+        dock.setObjectName(name)
+        dock.setWidget(widget)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        self.addDockWidget(area, dock)
+        return dock
 
     def _connect(self) -> None:
         """Everything shown follows the widget's state, the layers and the mask's events."""

@@ -1,9 +1,10 @@
 """``llm4seg``: the headless front end, one module per subcommand.
 
 ``segment``, ``info``, ``models``, ``data``, ``series``, ``demo``, ``train``,
-``finetune``, ``eval``: each module has ``register(subparsers)`` and
-``run(args)``. User errors print one line on stderr and exit with status 2;
-Ctrl-C exits 130.
+``finetune``, ``eval``: each module has ``COMMAND`` and ``HELP`` (its name and
+one-line help), ``add_arguments(parser)`` and ``run(args)``; :func:`build_parser`
+makes one subparser of each. User errors print one line on stderr and exit with
+status 2; Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
     for module in SUBCOMMANDS:
-        module.register(sub)
+        sp = sub.add_parser(module.COMMAND, help=module.HELP)
+        module.add_arguments(sp)
+        sp.set_defaults(func=module.run)
     return p
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+
+COMMAND = "data"
+HELP = "demo data: fetch it from PyPI (once) or print where it is"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -18,7 +20,5 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
-    d = sub.add_parser("data", help="demo data: fetch it from PyPI (once) or print where it is")
-    d.add_argument("action", choices=["fetch", "path"])
-    d.set_defaults(func=run)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["fetch", "path"])

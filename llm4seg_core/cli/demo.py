@@ -19,6 +19,9 @@ from llm4seg_core.cli.common import (
 )
 from llm4seg_core.cli.progress import ProgressBar
 
+COMMAND = "demo"
+HELP = "segment the demo chest CT (lung2) and write a mask + overlay PNG"
+
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
@@ -103,12 +106,10 @@ def _fewshot(args: argparse.Namespace, seg: Any, volume: Any, reference: Any,
     print(f"overlay: {png}")
 
 
-def register(sub: Any) -> None:
-    de = sub.add_parser("demo", help="segment the demo chest CT (lung2) and write a mask + overlay PNG")
-    de.add_argument("--case", default="lung2", help="demo case (default lung2)")
-    de.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
-    de.add_argument("--fewshot", type=int, default=0, metavar="K",
-                    help="then fine-tune on the expert outline of K slices (standing in for a "
-                         "person's corrections) and segment the rest (about a minute on a CPU)")
-    add_model_args(de)
-    de.set_defaults(func=run)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--case", default="lung2", help="demo case (default lung2)")
+    p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    p.add_argument("--fewshot", type=int, default=0, metavar="K",
+                   help="then fine-tune on the expert outline of K slices (standing in for a "
+                        "person's corrections) and segment the rest (about a minute on a CPU)")
+    add_model_args(p)

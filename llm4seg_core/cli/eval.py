@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 from llm4seg_core.errors import LLM4SegError
+
+COMMAND = "eval"
+HELP = "score a predicted mask against a reference mask, per label"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,10 +50,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
-    e = sub.add_parser("eval", help="score a predicted mask against a reference mask, per label")
-    e.add_argument("prediction", help="predicted mask")
-    e.add_argument("reference", help="reference mask (its spacing is used for HD95)")
-    e.add_argument("--exclude-slices", help="slices left out, e.g. the fine-tuning slices: 3,7,10-12")
-    e.add_argument("--json", action="store_true", help="print JSON")
-    e.set_defaults(func=run)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prediction", help="predicted mask")
+    p.add_argument("reference", help="reference mask (its spacing is used for HD95)")
+    p.add_argument("--exclude-slices", help="slices left out, e.g. the fine-tuning slices: 3,7,10-12")
+    p.add_argument("--json", action="store_true", help="print JSON")

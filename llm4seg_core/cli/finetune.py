@@ -17,6 +17,9 @@ from llm4seg_core.cli.progress import ProgressBar
 from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.postprocess import DEFAULT_STEP_MM
 
+COMMAND = "finetune"
+HELP = "fine-tune a model on corrected slices of one image"
+
 
 def _step_mm(text: str) -> float | None:
     if text.strip().lower() == "none":
@@ -118,35 +121,33 @@ def _complete(args: argparse.Namespace, model: Any, corrections: Any, log: Log) 
     print(f"wrote {path} ({n_other} slice(s) segmented, {len(slices)} from the mask)")
 
 
-def register(sub: Any) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     from llm4seg_core.training import TRAINABLE
 
-    f = sub.add_parser("finetune", help="fine-tune a model on corrected slices of one image")
-    f.add_argument("image", help="the image (DICOM folder/file, NIfTI, NRRD, MHA, PNG...)")
-    f.add_argument("mask", help="its label mask; only the --slices are read")
-    f.add_argument("--slices", required=True, help="corrected slices, e.g. 3,7,10-12")
-    f.add_argument("--base", help="model to start from: version, checkpoint file or spec (default: current)")
-    f.add_argument("-o", "--output", help="new version name (model store) or FILE.safetensors")
-    f.add_argument("--steps", type=int, help="optimizer steps (default: FinetuneConfig.steps, 180)")
-    f.add_argument("--trainable", choices=TRAINABLE, help="default adapters+decoder")
-    f.add_argument("--note", help="a note stored with the version")
-    f.add_argument("--complete", metavar="OUT",
+    p.add_argument("image", help="the image (DICOM folder/file, NIfTI, NRRD, MHA, PNG...)")
+    p.add_argument("mask", help="its label mask; only the --slices are read")
+    p.add_argument("--slices", required=True, help="corrected slices, e.g. 3,7,10-12")
+    p.add_argument("--base", help="model to start from: version, checkpoint file or spec (default: current)")
+    p.add_argument("-o", "--output", help="new version name (model store) or FILE.safetensors")
+    p.add_argument("--steps", type=int, help="optimizer steps (default: FinetuneConfig.steps, 180)")
+    p.add_argument("--trainable", choices=TRAINABLE, help="default adapters+decoder")
+    p.add_argument("--note", help="a note stored with the version")
+    p.add_argument("--complete", metavar="OUT",
                    help="then segment the other slices with the new model and write the whole "
                         "mask here (the --slices keep their labels from MASK)")
-    f.add_argument("--seeded", action="store_true",
+    p.add_argument("--seeded", action="store_true",
                    help="with --complete: keep what continues the corrections (the labels of "
                         "the --slices), slice by slice (see --step-mm)")
-    f.add_argument("--step-mm", type=_step_mm, default=DEFAULT_STEP_MM, metavar="MM",
+    p.add_argument("--step-mm", type=_step_mm, default=DEFAULT_STEP_MM, metavar="MM",
                    help="with --seeded: how far a region may move or grow from one slice to the "
                         f"next (default {DEFAULT_STEP_MM:g}); 'none' keeps whole 3-D regions "
                         "touching a labelled voxel")
-    f.add_argument("--fill-between", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--fill-between", action=argparse.BooleanOptionalAction, default=True,
                    help="with --seeded: fill the gaps between two --slices holding a label with "
                         "the outline interpolated from theirs, when the two are within --step-mm "
                         "a slice of each other or the kept mask reaches every slice between "
                         "them (default: on)")
-    f.add_argument("--store", metavar="DIR", help="model store folder (default: the user's)")
-    f.add_argument("--device", default="auto")
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("-q", "--quiet", action="store_true")
-    f.set_defaults(func=run)
+    p.add_argument("--store", metavar="DIR", help="model store folder (default: the user's)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-q", "--quiet", action="store_true")

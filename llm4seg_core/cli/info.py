@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
 from llm4seg_core.cli.common import open_store
 from llm4seg_core.errors import LLM4SegError
+
+COMMAND = "info"
+HELP = "versions, device, LLM layer sources; --model: parameter counts"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,9 +64,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
-    i = sub.add_parser("info", help="versions, device, LLM layer sources; --model: parameter counts")
-    i.add_argument("--model", help="a model spec or checkpoint: print its parameter counts")
-    i.add_argument("--device", default="auto")
-    i.add_argument("--store", metavar="DIR", help="model store folder")
-    i.set_defaults(func=run)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="a model spec or checkpoint: print its parameter counts")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--store", metavar="DIR", help="model store folder")

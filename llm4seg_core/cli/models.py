@@ -9,6 +9,9 @@ from llm4seg_core.cli.common import open_store
 from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.metrics import format_metrics, format_value
 
+COMMAND = "models"
+HELP = "the model store: list, show, compare, roll back, import versions"
+
 
 def _short_time(created: str) -> str:
     return created[:16].replace("T", " ") if created else "?"
@@ -123,12 +126,11 @@ def run(args: argparse.Namespace) -> int:
     raise LLM4SegError(f"unknown models action {action!r}")
 
 
-def register(sub: Any) -> None:
-    m = sub.add_parser("models", help="the model store: list, show, compare, roll back, import versions")
-    m.add_argument("--store", metavar="DIR", help="model store folder (default: the user data folder, "
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", metavar="DIR", help="model store folder (default: the user data folder, "
                    "or $LLM4SEG_HOME/models)")
-    m.set_defaults(func=run, action=None)
-    acts = m.add_subparsers(dest="action")
+    p.set_defaults(action=None)
+    acts = p.add_subparsers(dest="action")
 
     def act(name: str, help: str) -> argparse.ArgumentParser:
         a = acts.add_parser(name, help=help)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
 from llm4seg_core.cli.common import add_model_args, describe_segmenter, load_segmenter, log_fn
 from llm4seg_core.cli.progress import ProgressBar
+
+COMMAND = "segment"
+HELP = "segment an image or volume and write the mask"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,10 +33,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
-    s = sub.add_parser("segment", help="segment an image or volume and write the mask")
-    s.add_argument("input", help="DICOM folder or file, NIfTI, NRRD, MHA/MHD, PNG/JPG/BMP/TIFF")
-    s.add_argument("-o", "--output", required=True, help="mask file: .nii.gz/.nrrd/.mha (volumes), .png (2D)")
-    s.add_argument("--series", help="SeriesInstanceUID to read from a DICOM folder holding several")
-    add_model_args(s)
-    s.set_defaults(func=run)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="DICOM folder or file, NIfTI, NRRD, MHA/MHD, PNG/JPG/BMP/TIFF")
+    p.add_argument("-o", "--output", required=True, help="mask file: .nii.gz/.nrrd/.mha (volumes), .png (2D)")
+    p.add_argument("--series", help="SeriesInstanceUID to read from a DICOM folder holding several")
+    add_model_args(p)

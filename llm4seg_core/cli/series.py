@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+
+COMMAND = "series"
+HELP = "list the DICOM series in a folder"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -14,7 +16,5 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
-    se = sub.add_parser("series", help="list the DICOM series in a folder")
-    se.add_argument("folder")
-    se.set_defaults(func=run)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder")

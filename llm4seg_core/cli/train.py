@@ -16,6 +16,9 @@ from llm4seg_core.cli.common import log_fn
 from llm4seg_core.cli.progress import ProgressBar
 from llm4seg_core.errors import LLM4SegError
 
+COMMAND = "train"
+HELP = "train a model on a dataset folder (2D or 3D); torchrun for DDP"
+
 
 def run(args: argparse.Namespace) -> int:
     from llm4seg_core.datasets import SPLIT_FILE, Split, open_dataset
@@ -131,23 +134,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     from llm4seg_core.training import TRAINABLE
 
-    t = sub.add_parser("train", help="train a model on a dataset folder (2D or 3D); torchrun for DDP")
-    t.add_argument("dataset", help="images/ + masks/0/ (2D), imagesTr/ + labelsTr/, or *_image/*_label volumes")
-    t.add_argument("-o", "--output", required=True, help="model folder: best/last.safetensors + training state")
-    t.add_argument("--model", help="model spec: preset and/or key=value overrides (num_classes comes from the masks)")
-    t.add_argument("--epochs", type=int, help="epochs (default 300, the reference)")
-    t.add_argument("--batch-size", type=int, help="batch size per process (default 8)")
-    t.add_argument("--lr", type=float, help="base learning rate (default 0.01, SGD + poly decay)")
-    t.add_argument("--trainable", default="all-but-llm", choices=TRAINABLE, help="what gets gradients")
-    t.add_argument("--crop", type=int, help="train on random crops of this size (multiple of 16)")
-    t.add_argument("--max-steps", type=int, help="stop after this many steps")
-    t.add_argument("--split-name", help="use <NAME>_train.txt / <NAME>_val.txt")
-    t.add_argument("--workers", type=int, default=0, help="data loading processes (default 0)")
-    t.add_argument("--resume", action="store_true", help="continue the run saved in the output folder")
-    t.add_argument("--device", default="auto", help="auto, cpu, cuda[:N], mps")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("-q", "--quiet", action="store_true")
-    t.set_defaults(func=run)
+    p.add_argument("dataset", help="images/ + masks/0/ (2D), imagesTr/ + labelsTr/, or *_image/*_label volumes")
+    p.add_argument("-o", "--output", required=True, help="model folder: best/last.safetensors + training state")
+    p.add_argument("--model", help="model spec: preset and/or key=value overrides (num_classes comes from the masks)")
+    p.add_argument("--epochs", type=int, help="epochs (default 300, the reference)")
+    p.add_argument("--batch-size", type=int, help="batch size per process (default 8)")
+    p.add_argument("--lr", type=float, help="base learning rate (default 0.01, SGD + poly decay)")
+    p.add_argument("--trainable", default="all-but-llm", choices=TRAINABLE, help="what gets gradients")
+    p.add_argument("--crop", type=int, help="train on random crops of this size (multiple of 16)")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps")
+    p.add_argument("--split-name", help="use <NAME>_train.txt / <NAME>_val.txt")
+    p.add_argument("--workers", type=int, default=0, help="data loading processes (default 0)")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in the output folder")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda[:N], mps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-q", "--quiet", action="store_true")

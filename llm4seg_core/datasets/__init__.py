@@ -18,11 +18,11 @@ torch. Slice lists (``"3,7,10-12"``) live in :mod:`llm4seg_core.slices`.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from llm4seg_core.errors import LLM4SegError
+from llm4seg_core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from llm4seg_core.datasets.corrections import CorrectionSet
@@ -32,31 +32,19 @@ if TYPE_CHECKING:
     from llm4seg_core.datasets.volumes import VolumePairs
 
 _EXPORTS = {
-    "SPLIT_FILE": "labels",
-    "LabelMap": "labels",
-    "Split": "labels",
-    "random_split": "labels",
-    "ModelGrid": "items",
-    "SliceDataset": "items",
-    "Folder2D": "folder2d",
-    "VolumePairs": "volumes",
-    "CorrectionSet": "corrections",
+    "SPLIT_FILE": ".labels",
+    "LabelMap": ".labels",
+    "Split": ".labels",
+    "random_split": ".labels",
+    "ModelGrid": ".items",
+    "SliceDataset": ".items",
+    "Folder2D": ".folder2d",
+    "VolumePairs": ".volumes",
+    "CorrectionSet": ".corrections",
 }
 
 __all__ = sorted([*_EXPORTS, "open_dataset"])
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 def open_dataset(path: str | Path, *, split_name: str | None = None, split: Split | None = None,

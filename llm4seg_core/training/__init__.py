@@ -31,8 +31,9 @@ or ``llm4seg_core.training.config``, does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from llm4seg_core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from llm4seg_core.training.augment import augment_batch
@@ -52,38 +53,26 @@ if TYPE_CHECKING:
     from llm4seg_core.training.trainer import Trainer
 
 _EXPORTS = {
-    "TRAINABLE": "config",
-    "FinetuneConfig": "config",
-    "TrainConfig": "config",
-    "TrainResult": "config",
-    "check_trainable": "config",
-    "set_trainable": "params",
-    "IGNORE_LABEL": "losses",
-    "batch_dice": "losses",
-    "segmentation_loss": "losses",
-    "augment_batch": "augment",
-    "DistInfo": "distributed",
-    "dist_info": "distributed",
-    "init_distributed": "distributed",
-    "evaluate": "evaluation",
-    "TrainState": "state",
-    "has_train_state": "state",
-    "read_train_state_info": "state",
-    "Trainer": "trainer",
-    "finetune": "finetuning",
+    "TRAINABLE": ".config",
+    "FinetuneConfig": ".config",
+    "TrainConfig": ".config",
+    "TrainResult": ".config",
+    "check_trainable": ".config",
+    "set_trainable": ".params",
+    "IGNORE_LABEL": ".losses",
+    "batch_dice": ".losses",
+    "segmentation_loss": ".losses",
+    "augment_batch": ".augment",
+    "DistInfo": ".distributed",
+    "dist_info": ".distributed",
+    "init_distributed": ".distributed",
+    "evaluate": ".evaluation",
+    "TrainState": ".state",
+    "has_train_state": ".state",
+    "read_train_state_info": ".state",
+    "Trainer": ".trainer",
+    "finetune": ".finetuning",
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

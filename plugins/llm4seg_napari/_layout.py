@@ -71,8 +71,9 @@ class WidgetLayout(QWidget):
         form.addRow("Image", self.image_combo)
         # DICOM folders with several series: the reader opened the largest; pick another
         self.series_combo = self._combo("the series of this DICOM folder; Open adds it as a layer")
-        self.series_button = QPushButton("Open")
-        self.series_button.setToolTip("read the chosen series of the folder into a new image layer")
+        self.series_button = self._button(
+            "Open", "read the chosen series of the folder into a new image layer"
+        )
         self.series_row = QWidget()
         row = QHBoxLayout(self.series_row)
         row.setContentsMargins(0, 0, 0, 0)
@@ -111,22 +112,22 @@ class WidgetLayout(QWidget):
         row.addWidget(self.scope_slice)
         row.addStretch(1)
         lay.addLayout(row)
-        self.overwrite_check = QCheckBox("Overwrite corrected slices")
-        self.overwrite_check.setToolTip(
+        self.overwrite_check = self._check(
+            "Overwrite corrected slices",
             "unticked: slices you corrected keep your edits; ticked: they get model output "
             "again (and are unmarked)"
         )
         lay.addWidget(self.overwrite_check)
-        self.keep_check = QCheckBox("Keep only what continues my corrections")
-        self.keep_check.setToolTip(
+        self.keep_check = self._check(
+            "Keep only what continues my corrections",
             "after a whole-volume Segment, keep of each label only what continues your corrected "
             "slices' outline of it, slice by slice, moving or growing at most 3 mm a slice; "
             "stray false positives elsewhere go. Leave unticked when there are other lesions "
             "you have not outlined yet."
         )
         lay.addWidget(self.keep_check)
-        self.fill_check = QCheckBox("... and fill between my corrected slices")
-        self.fill_check.setToolTip(
+        self.fill_check = self._check(
+            "... and fill between my corrected slices",
             "with the box above: between two corrected slices that hold a label, add the outline "
             "interpolated from yours (shape-based: blended distance maps) where the model left "
             "background. Only when your two outlines are at most 3 mm a slice apart or the "
@@ -136,8 +137,9 @@ class WidgetLayout(QWidget):
         self.fill_check.setChecked(True)
         self.fill_check.setEnabled(False)  # only with the box above
         lay.addWidget(self.fill_check)
-        self.segment_button = QPushButton("Segment")
-        self.segment_button.setToolTip("run the model; the mask goes to the layer '<image> mask'")
+        self.segment_button = self._button(
+            "Segment", "run the model; the mask goes to the layer '<image> mask'"
+        )
         lay.addWidget(self.segment_button)
         root.addWidget(box)
 
@@ -154,16 +156,17 @@ class WidgetLayout(QWidget):
         self.corrections_list.setToolTip("double-click: go to the slice")
         lay.addWidget(self.corrections_list)
         row = QHBoxLayout()
-        self.mark_button = QPushButton("Mark current slice")
-        self.mark_button.setToolTip("the model got this slice right: use it for fine-tuning as is")
-        self.unmark_button = QPushButton("Unmark selected")
-        self.unmark_button.setToolTip(
-            "not a correction: Segment may overwrite it, Fine-tune skips it")
+        self.mark_button = self._button(
+            "Mark current slice", "the model got this slice right: use it for fine-tuning as is"
+        )
+        self.unmark_button = self._button(
+            "Unmark selected", "not a correction: Segment may overwrite it, Fine-tune skips it"
+        )
         row.addWidget(self.mark_button)
         row.addWidget(self.unmark_button)
         lay.addLayout(row)
-        self.restore_button = QPushButton("Restore corrections")
-        self.restore_button.setToolTip(
+        self.restore_button = self._button(
+            "Restore corrections",
             "put back the corrected slices autosaved for this image (e.g. before a crash); "
             "slices you already corrected here are left as they are"
         )
@@ -184,13 +187,12 @@ class WidgetLayout(QWidget):
         row.addStretch(1)
         lay.addLayout(row)
         row = QHBoxLayout()
-        self.finetune_button = QPushButton("Fine-tune")
-        self.finetune_button.setToolTip(
+        self.finetune_button = self._button(
+            "Fine-tune",
             "train the model's small parts on the corrected slices and save a new model version"
         )
-        self.segment_again_button = QPushButton("Segment again")
-        self.segment_again_button.setToolTip(
-            "segment the uncorrected slices with the fine-tuned model"
+        self.segment_again_button = self._button(
+            "Segment again", "segment the uncorrected slices with the fine-tuned model"
         )
         row.addWidget(self.finetune_button)
         row.addWidget(self.segment_again_button)
@@ -231,9 +233,9 @@ class WidgetLayout(QWidget):
         lay.addWidget(self.status_label)
         root.addWidget(box)
 
-        self.save_button = QPushButton("Save mask…")
-        self.save_button.setToolTip(
-            "NIfTI, NRRD or MetaImage in the image's geometry; PNG for pictures")
+        self.save_button = self._button(
+            "Save mask…", "NIfTI, NRRD or MetaImage in the image's geometry; PNG for pictures"
+        )
         root.addWidget(self.save_button)
         root.addStretch(1)
         self._content = content
@@ -246,6 +248,18 @@ class WidgetLayout(QWidget):
         self.setMinimumWidth(max(330, self._content.minimumSizeHint().width() + bar + 2))
 
     @staticmethod
+    def _button(text: str, tip: str) -> QPushButton:
+        button = QPushButton(text)
+        button.setToolTip(tip)
+        return button
+
+    @staticmethod
+    def _check(text: str, tip: str) -> QCheckBox:
+        check = QCheckBox(text)
+        check.setToolTip(tip)
+        return check
+
+    @staticmethod
     def _combo(tip: str) -> QComboBox:
         combo = QComboBox()
         combo.setToolTip(tip)
@@ -253,7 +267,6 @@ class WidgetLayout(QWidget):
         combo.setMinimumContentsLength(14)
         combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         return combo
-
 
     def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
         super().showEvent(event)

@@ -1,6 +1,9 @@
 """The live fine-tune plot of the dock widget: loss and Dice against the step.
 
-matplotlib's Qt canvas, drawn small and in napari's dark colours. Dice is the
+matplotlib's Qt canvas, drawn small and in napari's dark colours. A new point
+only blits the two lines over the saved axes (a full draw, about 50-100 ms of
+the main thread, only when the axis limits or the size change), so a per-step
+point does not stall the window during training. Dice is the
 hard Dice of the training batches (the corrected slices, augmented): it tells
 how well the model fits what was drawn, not how well it will do elsewhere, and
 the legend says so. Without matplotlib the widget shows the numbers only.
@@ -47,6 +50,13 @@ def TrainingPlot(parent: QWidget | None = None) -> QWidget:  # noqa: N802 (a wid
             self.dice: list[float] = []
             self.total = 1
             self._style()
+            # animated: left out of full draws, drawn over the saved background instead
+            (self._loss_line,) = self.ax.plot([], [], color=_LOSS, lw=1.4, marker=".", ms=3,
+                                              animated=True)
+            (self._dice_line,) = self.ax2.plot([], [], color=_DICE, lw=1.4, marker=".", ms=3,
+                                               animated=True)
+            self._background: Any = None
+            self.mpl_connect("draw_event", self._on_draw)
             self.draw_idle()
 
         def _style(self) -> None:
@@ -59,32 +69,53 @@ def TrainingPlot(parent: QWidget | None = None) -> QWidget:  # noqa: N802 (a wid
             self.ax.set_ylabel("loss", color=_LOSS, fontsize=7, labelpad=1)
             self.ax2.set_ylabel("Dice", color=_DICE, fontsize=7, labelpad=1)
             self.ax2.set_ylim(0, 1.02)
-            self.ax.set_xlim(0, max(self.total, 1))
+            self.ax.set_xlim(0, 1)
 
         def clear(self, total: int) -> None:
             self.total = max(int(total), 1)
             self.steps, self.loss, self.dice = [], [], []
-            self._redraw()
+            self._update()
 
         def add(self, step: int, loss: float | None, dice: float | None) -> None:
             self.steps.append(int(step))
             self.loss.append(float("nan") if loss is None else float(loss))
             self.dice.append(float("nan") if dice is None else float(dice))
-            self._redraw()
+            self._update()
 
         def series(self) -> dict[str, list[Any]]:
             return {"step": list(self.steps), "loss": list(self.loss), "dice": list(self.dice)}
 
-        def _redraw(self) -> None:
-            self.ax.cla()
-            self.ax2.cla()
-            self._style()
-            if self.steps:
-                self.ax.plot(self.steps, self.loss, color=_LOSS, lw=1.4, marker=".", ms=3)
-                self.ax2.plot(self.steps, self.dice, color=_DICE, lw=1.4, marker=".", ms=3)
-                finite = [v for v in self.loss if v == v]
-                if finite:
-                    self.ax.set_ylim(0, max(finite) * 1.1 + 1e-6)
-            self.draw_idle()
+        def _update(self) -> None:
+            """Show the series: a full draw when the axis limits change, else a blit."""
+            self._loss_line.set_data(self.steps, self.loss)
+            self._dice_line.set_data(self.steps, self.dice)
+            finite = [v for v in self.loss if v == v]
+            ylim = (0.0, max(finite) * 1.1 + 1e-6) if finite else (0.0, 1.0)
+            if (0, self.total) != self.ax.get_xlim() or ylim != self.ax.get_ylim():
+                self.ax.set_xlim(0, self.total)
+                self.ax.set_ylim(*ylim)
+                self._background = None
+            if self._background is None:
+                self.figure.set_layout_engine("constrained")  # the tick labels may move
+                self.draw_idle()
+                return
+            self.restore_region(self._background)
+            self._draw_lines()
+            self.blit(self.figure.bbox)
+
+        def _on_draw(self, _event: Any) -> None:
+            """After a full draw: keep it as the background, freeze the margins, add the lines."""
+            self._background = self.copy_from_bbox(self.figure.bbox)
+            self.figure.set_layout_engine("none")  # a blit must not move the axes
+            self._draw_lines()
+
+        def _draw_lines(self) -> None:
+            self.ax.draw_artist(self._loss_line)
+            self.ax2.draw_artist(self._dice_line)
+
+        def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
+            self._background = None
+            self.figure.set_layout_engine("constrained")
+            super().resizeEvent(event)
 
     return _Canvas()

@@ -9,6 +9,8 @@ finetune_corrections`). Both report through the job's
 
 from __future__ import annotations
 
+import gc
+import importlib
 import logging
 import threading
 import time
@@ -35,14 +37,34 @@ __all__ = [
 _log = logging.getLogger(__name__)
 _WARM = threading.Lock()
 _WARMED = False
+#: Imported by the warm-up, in this order: what the first Segment's main-thread work needs
+#: (napari's Labels layer builds its features table with pandas), the engine, then what
+#: loading a model imports lazily (llm4seg_core.model.llm, the store): in a worker those
+#: imports hold the GIL for up to ~0.2 s at a time, freezing the window.
+_WARM_MODULES = (
+    "pandas",
+    "llm4seg_core.datasets",
+    "llm4seg_core.inference",
+    "llm4seg_core.loop",
+    "llm4seg_core.postprocess",
+    "llm4seg_core.training.finetuning",
+    "safetensors.torch",
+    "gguf.quants",
+    "transformers.models.llama.modeling_llama",
+    "transformers.models.qwen2.modeling_qwen2",
+)
 
 
 def warm_imports() -> None:
     """Import the engine (torch, transformers, ...) in a background thread, once.
 
     The first Segment otherwise imports them on the Qt main thread (the imports
-    inside the widget's methods): a few hundred ms to seconds of frozen window,
-    seen with ``bench/bench_event_loop.py --trace-stalls``.
+    inside the widget's methods) or in its worker, where an import holds the GIL
+    for long stretches: a few hundred ms to seconds of frozen window, seen with
+    ``bench/bench_event_loop.py --trace-stalls`` (docs/benchmarks.md). The
+    warm-up ends with a full garbage collection, so that the next one (about
+    0.3 s with the GIL held: it freezes the window from any thread) is not due
+    during the first jobs.
     """
     global _WARMED
     with _WARM:
@@ -51,16 +73,26 @@ def warm_imports() -> None:
         _WARMED = True
 
     def run() -> None:
-        try:
-            import llm4seg_core.datasets  # noqa: F401
-            import llm4seg_core.inference  # noqa: F401
-            import llm4seg_core.loop  # noqa: F401
-            import llm4seg_core.postprocess  # noqa: F401
-            import llm4seg_core.training.finetuning  # noqa: F401
-        except Exception:  # noqa: BLE001 - the real import reports it later, in context
-            _log.debug("warm-up import failed", exc_info=True)
+        _warm_vispy()
+        for name in _WARM_MODULES:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - the real import reports it later, in context
+                _log.debug("warm-up import of %s failed", name, exc_info=True)
+        gc.collect()
 
     threading.Thread(target=run, name="llm4seg-warm-imports", daemon=True).start()
+
+
+def _warm_vispy() -> None:
+    """Fill vispy's cache of dash patterns (pure numpy), which the first labels layer's
+    polygon overlay otherwise computes on the main thread."""
+    try:
+        from vispy.visuals.line.dash_atlas import DashAtlas
+
+        DashAtlas()
+    except Exception:  # noqa: BLE001 - an optimisation only
+        _log.debug("vispy warm-up failed", exc_info=True)
 
 
 @dataclass

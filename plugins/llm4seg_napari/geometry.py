@@ -25,6 +25,7 @@ turns it back into a Volume to hand to ``llm4seg_core.io.write_mask``, and
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -210,14 +211,5 @@ def volume_from_layer(data: Any, attributes: Mapping[str, Any]) -> Volume:
         ref = reference_from_record(record, spatial)
     else:
         ref = reference_from_layer(attributes, spatial)
-    return Volume(
-        array=array,
-        spacing=ref.spacing,
-        origin=ref.origin,
-        direction=ref.direction,
-        kind=ref.kind,
-        modality=ref.modality,
-        is_rgb=rgb,
-        source=ref.source,
-        meta=dict(ref.meta),
-    )
+    # the reference's geometry around the layer's pixels
+    return dataclasses.replace(ref, array=array, is_rgb=rgb, meta=dict(ref.meta))

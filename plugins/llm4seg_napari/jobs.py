@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from qtpy.QtCore import QEvent, QObject, Signal
+from qtpy.QtCore import QEvent, QObject, QTimer, Signal
 from qtpy.QtWidgets import QApplication, QWidget
 
 from llm4seg_core.errors import Cancelled
@@ -122,7 +122,9 @@ class JobRunner(QObject):
         # not the worker itself: a connection holding it would keep it (and the runner) alive
         worker.finished.connect(lambda: self._on_worker_finished(job))
         self._worker, self._kind = worker, kind
-        worker.start()
+        # on the next event-loop turn: the paints the caller queued (a new mask layer) run
+        # first, not while the job's first Python-heavy steps compete for the GIL
+        QTimer.singleShot(0, worker.start)
         self.started.emit(kind)
         return True
 

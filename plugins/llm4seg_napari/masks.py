@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 __all__ = ["MASK_FILTERS", "find_mask", "make_mask_layer", "mask_name", "suggested_mask_path"]
 
+#: The layer transform a mask copies from its image, so the two overlay.
+_PLACEMENT = ("scale", "translate", "rotate", "shear", "affine")
+
 #: File-dialog filters for saving a mask (the writer's formats).
 MASK_FILTERS = (
     "NIfTI (*.nii.gz *.nii);;NRRD (*.nrrd);;MetaImage (*.mha);;PNG, 2-D pictures only (*.png)"
@@ -51,11 +54,7 @@ def make_mask_layer(viewer: Any, image: Image, shape: tuple[int, ...]) -> Labels
     return viewer.add_labels(
         np.zeros(shape, np.uint8),
         name=mask_name(image.name),
-        scale=image.scale,
-        translate=image.translate,
-        rotate=image.rotate,
-        shear=image.shear,
-        affine=image.affine,
+        **{key: getattr(image, key) for key in _PLACEMENT},
         metadata=metadata,
         opacity=0.5,
     )

@@ -16,7 +16,7 @@ from llm4seg_core.data import demo_case, demo_data_available
 from llm4seg_core.io import read_image
 from llm4seg_core.preprocess import window_limits
 from tests.app.conftest import ORIGIN_XYZ, SPACING_XYZ, TINY, wait_idle
-from tests.napari.test_reader_writer import _write_ct_series
+from tests.helpers import write_ct_series
 
 pytestmark = pytest.mark.gui
 
@@ -216,8 +216,8 @@ def test_errors_show_a_dialog_and_the_app_stays_usable(make_window, dialogs, qtb
 def test_dicom_folder_with_several_series(make_window, dialogs, qtbot, tmp_path) -> None:
     pytest.importorskip("pydicom.data")
     study = tmp_path / "study"
-    _write_ct_series(study, "1.2.826.0.1.3680043.8.498.3001", 4, "Chest 2.5 mm", 2.5)
-    _write_ct_series(study / "sub", "1.2.826.0.1.3680043.8.498.3002", 2, "Axial 5 mm", 5.0)
+    write_ct_series(study, "1.2.826.0.1.3680043.8.498.3001", 4, "Chest 2.5 mm", 2.5)
+    write_ct_series(study / "sub", "1.2.826.0.1.3680043.8.498.3002", 2, "Axial 5 mm", 5.0)
     window = make_window()
 
     # the picker is cancelled: nothing opens

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ from llm4seg_core.autosave import (
     session_dir,
     session_key,
 )
+from tests.helpers import run_python
 
 SHAPE = (6, 8, 10)
 
@@ -54,8 +53,7 @@ def test_session_key_is_stable_and_tells_images_apart() -> None:
     # the same in a fresh interpreter: no per-process hash salt
     code = ("from llm4seg_core.autosave import session_key; "
             f"print(session_key('/data/ct.nii.gz', {SHAPE}))")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert run.stdout.strip() == key
+    assert run_python(code).strip() == key
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:

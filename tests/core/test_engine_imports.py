@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import pkgutil
-import subprocess
-import sys
 
 import llm4seg_core
+from tests.helpers import run_python
 
 GUI_MODULES = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "vispy", "magicgui", "superqt")
 
@@ -35,7 +34,5 @@ def test_no_engine_module_imports_a_gui_toolkit():
         f"gui = {GUI_MODULES!r}\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in gui)))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    loaded = json.loads(run_python(code, timeout=300).strip().splitlines()[-1])
     assert loaded == [], f"the engine imported GUI modules: {loaded}"

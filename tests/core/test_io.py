@@ -11,8 +11,6 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.data import get_testdata_file
-from pydicom.uid import generate_uid
 
 from llm4seg_core.data import demo_case, fetch_demo_data
 from llm4seg_core.errors import LLM4SegError
@@ -30,46 +28,15 @@ from llm4seg_core.io import (
     suffix_of,
     write_mask,
 )
+from tests.helpers import pydicom_file, write_ct_series
 
 SERIES_A = "1.2.826.0.1.3680043.8.498.1001"
 SERIES_B = "1.2.826.0.1.3680043.8.498.1002"
 
 
-def _testfile(name: str) -> Path:
-    path = get_testdata_file(name)
-    assert path is not None, f"pydicom test file {name} is missing"
-    return Path(path)
-
-
-def _geometry(path: Path) -> tuple:
-    vol = read_image(path)
+def _geometry(image: Path | Volume) -> tuple:
+    vol = image if isinstance(image, Volume) else read_image(image)
     return vol.spatial_shape, vol.spacing, vol.origin, vol.direction
-
-
-def _write_ct_series(
-    folder: Path, uid: str, n: int, description: str, z0: float, dz: float
-) -> None:
-    """n real CT slices (pydicom's CT_small) as one series with distinct positions.
-
-    File names run against the slice order, and pixel [0, 0] of slice k holds
-    the stored value 1000 + k, so the reading order can be checked.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    src = _testfile("CT_small.dcm")
-    for k in range(n):
-        ds = pydicom.dcmread(src)
-        ds.SeriesInstanceUID = uid
-        ds.SeriesDescription = description
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.InstanceNumber = k + 1
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [-158.135803, -179.035797, z0 + k * dz]
-        ds.SliceLocation = z0 + k * dz
-        pixels = ds.pixel_array.copy()
-        pixels[0, 0] = 1000 + k
-        ds.PixelData = pixels.tobytes()
-        ds.save_as(folder / f"img_{n - k:03d}.dcm")
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -91,9 +58,9 @@ def series_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two CT series (5 and 3 slices, the second in a subfolder), a localizer of another
     size inside series A, a non-DICOM file and a DICOMDIR-like stray file."""
     root = tmp_path_factory.mktemp("dicom_series")
-    _write_ct_series(root, SERIES_A, 5, "Axial 2.5 mm", z0=-75.0, dz=2.5)
-    _write_ct_series(root / "sub", SERIES_B, 3, "Axial 5 mm", z0=-80.0, dz=5.0)
-    localizer = pydicom.dcmread(_testfile("MR_small.dcm"))  # 64x64: another size, dropped
+    write_ct_series(root, SERIES_A, 5, "Axial 2.5 mm", z0=-75.0, dz=2.5)
+    write_ct_series(root / "sub", SERIES_B, 3, "Axial 5 mm", z0=-80.0, dz=5.0)
+    localizer = pydicom.dcmread(pydicom_file("MR_small.dcm"))  # 64x64: another size, dropped
     localizer.SeriesInstanceUID = SERIES_A
     localizer.save_as(root / "localizer.dcm")
     (root / "notes.txt").write_text("not an image\n")
@@ -157,7 +124,7 @@ def test_unknown_series_uid_lists_available(series_folder: Path) -> None:
 
 
 def test_single_slice_series_folder_is_a_volume(tmp_path: Path) -> None:
-    _write_ct_series(tmp_path / "one", SERIES_A, 1, "single", z0=10.0, dz=1.0)
+    write_ct_series(tmp_path / "one", SERIES_A, 1, "single", z0=10.0, dz=1.0)
     vol = read_image(tmp_path / "one")
     assert vol.kind == "volume" and vol.n_slices == 1 and vol.array.shape == (1, 128, 128)
     assert vol.origin[2] == pytest.approx(10.0)
@@ -170,12 +137,7 @@ def test_dicom_series_mask_round_trip(series_folder: Path, tmp_path: Path) -> No
     mask[2, 70:80, 70:80] = 2
     out = write_mask(mask, vol, tmp_path / "ct_mask.nrrd")
     back = read_image(out)
-    assert (back.spatial_shape, back.spacing, back.origin, back.direction) == (
-        vol.spatial_shape,
-        vol.spacing,
-        vol.origin,
-        vol.direction,
-    )
+    assert _geometry(back) == _geometry(vol)
     np.testing.assert_array_equal(read_mask(out, vol), mask)
 
 
@@ -183,7 +145,7 @@ def test_dicom_series_mask_round_trip(series_folder: Path, tmp_path: Path) -> No
 
 
 def test_dicom_ct_file_hu_values_match_pydicom() -> None:
-    path = _testfile("693_UNCR.dcm")  # real 512x512 head CT slice
+    path = pydicom_file("693_UNCR.dcm")  # real 512x512 head CT slice
     vol = read_image(path)
     ds = pydicom.dcmread(path)
     hu = pydicom.pixels.apply_modality_lut(ds.pixel_array, ds)
@@ -199,7 +161,7 @@ def test_dicom_ct_file_hu_values_match_pydicom() -> None:
 
 
 def test_dicom_ultrasound_rgb_still_is_2d() -> None:
-    path = _testfile("US1_UNCR.dcm")
+    path = pydicom_file("US1_UNCR.dcm")
     vol = read_image(path)
     assert vol.kind == "image2d" and vol.is_rgb and vol.modality == "US"
     assert vol.array.shape == (480, 640, 3) and vol.array.dtype == np.uint8
@@ -209,20 +171,20 @@ def test_dicom_ultrasound_rgb_still_is_2d() -> None:
 
 
 def test_dicom_ultrasound_multiframe_palette_is_rgb_stack() -> None:
-    vol = read_image(_testfile("OBXXXX1A_2frame.dcm"))  # 2-frame palette-colour ultrasound
+    vol = read_image(pydicom_file("OBXXXX1A_2frame.dcm"))  # 2-frame palette-colour ultrasound
     assert vol.kind == "volume" and vol.is_rgb and vol.modality == "US"
     assert vol.array.shape == (2, 600, 800, 3) and vol.array.dtype == np.uint8
     assert vol.spatial_shape == (2, 600, 800) and vol.n_slices == 2
 
 
 def test_dicom_multiframe_mr() -> None:
-    vol = read_image(_testfile("emri_small.dcm"))
+    vol = read_image(pydicom_file("emri_small.dcm"))
     assert vol.kind == "volume" and not vol.is_rgb and vol.modality == "MR"
     assert vol.array.shape == (10, 64, 64) and vol.array.dtype == np.uint16
 
 
 def test_dicom_ultrasound_mask_png_round_trip(tmp_path: Path) -> None:
-    vol = read_image(_testfile("US1_UNCR.dcm"))
+    vol = read_image(pydicom_file("US1_UNCR.dcm"))
     assert mask_suffix_for(vol) == ".png"
     mask = np.zeros(vol.spatial_shape, np.uint8)
     mask[100:200, 300:420] = 1
@@ -230,21 +192,16 @@ def test_dicom_ultrasound_mask_png_round_trip(tmp_path: Path) -> None:
     assert set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(out))))) == {0, 255}
     back = read_image(out)
     assert back.kind == "image2d" and not back.is_rgb
-    assert (back.spatial_shape, back.spacing, back.origin, back.direction) == (
-        vol.spatial_shape,
-        vol.spacing,
-        vol.origin,
-        vol.direction,
-    )
+    assert _geometry(back) == _geometry(vol)
     np.testing.assert_array_equal(read_mask(out, vol), mask)
 
 
 def test_dicom_without_image_or_damaged(tmp_path: Path) -> None:
     with pytest.raises(LLM4SegError, match="without an image"):
-        read_image(_testfile("rtplan.dcm"))
+        read_image(pydicom_file("rtplan.dcm"))
     with pytest.raises(LLM4SegError):
-        read_image(_testfile("MR_truncated.dcm"))
-    data = _testfile("693_UNCR.dcm").read_bytes()
+        read_image(pydicom_file("MR_truncated.dcm"))
+    data = pydicom_file("693_UNCR.dcm").read_bytes()
     cut = tmp_path / "cut.dcm"
     cut.write_bytes(data[: len(data) - 20000])  # header intact, pixel data cut short
     with pytest.raises(LLM4SegError, match="cut.dcm"):
@@ -253,7 +210,7 @@ def test_dicom_without_image_or_damaged(tmp_path: Path) -> None:
 
 def test_dicom_file_without_suffix_is_recognised(tmp_path: Path) -> None:
     plain = tmp_path / "IM0001"
-    shutil.copy(_testfile("CT_small.dcm"), plain)
+    shutil.copy(pydicom_file("CT_small.dcm"), plain)
     vol = read_image(plain)
     assert vol.modality == "CT" and vol.array.shape == (1, 128, 128)
 
@@ -308,7 +265,7 @@ def test_nifti_source_round_trip_is_exact(demo_dir: Path, tmp_path: Path) -> Non
     mask = read_mask(label, vol)
     for suffix in (".nii.gz", ".nrrd", ".mha"):
         out = write_mask(mask, vol, tmp_path / f"m{suffix}")
-        assert _geometry(out) == (vol.spatial_shape, vol.spacing, vol.origin, vol.direction)
+        assert _geometry(out) == _geometry(vol)
 
 
 def test_affine_and_to_sitk_agree_with_itk(demo_dir: Path) -> None:
@@ -383,7 +340,7 @@ def test_picture_read_and_png_mask_round_trip(tmp_path: Path, name: str) -> None
     out = write_mask(mask, vol, tmp_path / "mask.png")
     raw = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
     assert raw.dtype == np.uint8 and set(np.unique(raw)) == {0, 255}  # BUSI/ISIC/Kvasir convention
-    assert _geometry(out) == (vol.spatial_shape, vol.spacing, vol.origin, vol.direction)
+    assert _geometry(out) == _geometry(vol)
     np.testing.assert_array_equal(read_mask(out, vol), mask)
     multi = mask.copy()
     multi[40:50, 60:70] = 2  # multi-class labels are written as they are
@@ -427,7 +384,7 @@ def test_image2d_with_real_geometry_refuses_png(tmp_path: Path) -> None:
     with pytest.raises(LLM4SegError, match="PNG cannot store"):
         write_mask(mask, vol, tmp_path / "m.png")
     out = write_mask(mask, vol, tmp_path / "m.nrrd")
-    assert _geometry(out) == (vol.spatial_shape, vol.spacing, vol.origin, vol.direction)
+    assert _geometry(out) == _geometry(vol)
 
 
 # --------------------------------------------------------------------------- bad input
@@ -588,7 +545,7 @@ def test_suffix_of_longest_known_suffix_first() -> None:
 def test_dicom_sniffing(tmp_path: Path) -> None:
     plain = tmp_path / "series" / "deep" / "IM0001"
     plain.parent.mkdir(parents=True)
-    shutil.copy(_testfile("CT_small.dcm"), plain)
+    shutil.copy(pydicom_file("CT_small.dcm"), plain)
     assert is_dicom_file(plain)
     assert is_dicom_file(tmp_path / "any.dcm")  # by suffix alone
     (tmp_path / "notes.txt").write_text("not an image\n")

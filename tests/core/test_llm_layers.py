@@ -2,7 +2,8 @@
 
 Reference for every loader path is transformers itself: a full model loaded by
 transformers from the same files, whose ``model.layers[i]`` must give the same
-outputs as our single layer. Everything runs offline (HF_HUB_OFFLINE=1).
+outputs as our single layer. Everything runs offline (HF_HUB_OFFLINE=1, set by
+tests/conftest.py before any test module is imported).
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ import os
 import shutil
 from pathlib import Path
 from typing import Any
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 import pytest

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -23,6 +21,7 @@ from llm4seg_core.model.spec import ModelSpec
 from llm4seg_core.training import (
     FinetuneConfig, TrainConfig, Trainer, finetune, has_train_state, read_train_state_info,
 )
+from tests.helpers import run_python
 
 from .conftest import make_ct
 
@@ -416,9 +415,7 @@ def test_training_config_imports_without_torch():
         "import llm4seg_core.datasets.labels, llm4seg_core.slices\n"
         "print('torch' in sys.modules)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == "False"
+    assert run_python(code).strip() == "False"
 
 
 def test_lazy_exports_are_the_functions_not_the_modules():
@@ -445,9 +442,7 @@ def test_device_import_leaves_denormals_alone_until_an_engine_call():
         "after = float(torch.tensor([1e-39]) * 1.0)\n"
         "print(before != 0, supported, after == 0 or not supported)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    before_kept, _supported, after_ok = proc.stdout.split()
+    before_kept, _supported, after_ok = run_python(code).split()
     assert before_kept == "True" and after_ok == "True"
 
 

@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.data import get_testdata_file
-from pydicom.uid import generate_uid
 
 import llm4seg_napari
 from llm4seg_core.data import demo_case, fetch_demo_data
@@ -27,6 +23,7 @@ from llm4seg_napari.geometry import SERIES_KEY, VOLUME_KEY, WINDOW_KEY, volume_r
 from llm4seg_napari._reader import READER_SUFFIXES, napari_get_reader, read_layers
 from llm4seg_napari._sample_data import make_lung2_sample
 from llm4seg_napari._writer import write_labels
+from tests.helpers import pydicom_file, run_python, write_ct_series
 
 PLUGIN = "llm4seg-napari"
 MANIFEST = Path(llm4seg_napari.__file__).parent / "napari.yaml"
@@ -35,32 +32,6 @@ SERIES_B = "1.2.826.0.1.3680043.8.498.2002"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _ct_small() -> Path:
-    path = get_testdata_file("CT_small.dcm")
-    assert path is not None, "pydicom test file CT_small.dcm is missing"
-    return Path(path)
-
-
-def _write_ct_series(folder: Path, uid: str, n: int, description: str, dz: float) -> list[Path]:
-    """n copies of pydicom's CT_small as one series, slices dz mm apart."""
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for k in range(n):
-        ds = pydicom.dcmread(_ct_small())
-        ds.SeriesInstanceUID = uid
-        ds.SeriesDescription = description
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.InstanceNumber = k + 1
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [-158.135803, -179.035797, -75.0 + k * dz]
-        ds.SliceLocation = -75.0 + k * dz
-        path = folder / f"img_{k:03d}.dcm"
-        ds.save_as(path)
-        out.append(path)
-    return out
 
 
 def _read(path: Path | str) -> list:
@@ -84,8 +55,8 @@ def lung2_layer(demo_dir: Path) -> tuple:
 def dicom_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A study folder: a 5-slice chest series and a 3-slice series in a subfolder."""
     root = tmp_path_factory.mktemp("study")
-    _write_ct_series(root, SERIES_A, 5, "Chest 2.5 mm", dz=2.5)
-    _write_ct_series(root / "sub", SERIES_B, 3, "Axial 5 mm", dz=5.0)
+    write_ct_series(root, SERIES_A, 5, "Chest 2.5 mm", dz=2.5)
+    write_ct_series(root / "sub", SERIES_B, 3, "Axial 5 mm", dz=5.0)
     (root / "notes.txt").write_text("not an image\n")
     return root
 
@@ -148,7 +119,7 @@ def test_reader_dicom_stacked_files_and_single_file(dicom_root: Path, tmp_path: 
     assert SERIES_KEY not in kwargs["metadata"]  # only one series in that folder
 
     # one slice with its own display window, saved without a suffix
-    ds = pydicom.dcmread(_ct_small())
+    ds = pydicom.dcmread(pydicom_file("CT_small.dcm"))
     ds.WindowCenter, ds.WindowWidth = 40, 400
     plain = tmp_path / "IM000001"
     ds.save_as(plain)
@@ -371,5 +342,5 @@ def test_no_napari_or_qt_imported() -> None:
         "gui = ('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6')\n"
         "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in gui}))\n"
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert run.stdout.strip() == "[]", run.stdout
+    out = run_python(code)
+    assert out.strip() == "[]", out

@@ -396,10 +396,12 @@ def test_restore_creates_the_mask_layer(setup, make_napari_viewer, qtbot) -> Non
 def test_series_picker_opens_another_series(make_napari_viewer, qtbot, tmp_path: Path) -> None:
     from llm4seg_napari._reader import read_layers
 
-    from .test_reader_writer import SERIES_A, SERIES_B, _write_ct_series
+    from tests.helpers import write_ct_series
 
-    _write_ct_series(tmp_path, SERIES_A, 5, "Chest 2.5 mm", dz=2.5)
-    _write_ct_series(tmp_path / "sub", SERIES_B, 3, "Axial 5 mm", dz=5.0)
+    from .test_reader_writer import SERIES_A, SERIES_B
+
+    write_ct_series(tmp_path, SERIES_A, 5, "Chest 2.5 mm", dz=2.5)
+    write_ct_series(tmp_path / "sub", SERIES_B, 3, "Axial 5 mm", dz=5.0)
     viewer = make_napari_viewer()
     widget = LLM4SegWidget(viewer)
     viewer.window.add_dock_widget(widget, name="LLM4Seg", area="right")

@@ -1,0 +1,58 @@
+"""Helpers several test modules share: pydicom's test files, CT series folders, a fresh
+interpreter."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def pydicom_file(name: str) -> Path:
+    """A file of pydicom's test data (the pydicom-data package)."""
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name)
+    assert path is not None, f"pydicom test file {name} is missing"
+    return Path(path)
+
+
+def write_ct_series(
+    folder: Path, uid: str, n: int, description: str, dz: float, *, z0: float = -75.0
+) -> None:
+    """n real CT slices (pydicom's CT_small) as one series, ``dz`` mm apart from ``z0``.
+
+    File names run against the slice order, and pixel [0, 0] of slice k holds
+    the stored value 1000 + k, so the reading order can be checked.
+    """
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    src = pydicom_file("CT_small.dcm")
+    for k in range(n):
+        ds = pydicom.dcmread(src)
+        ds.SeriesInstanceUID = uid
+        ds.SeriesDescription = description
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = k + 1
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [-158.135803, -179.035797, z0 + k * dz]
+        ds.SliceLocation = z0 + k * dz
+        pixels = ds.pixel_array.copy()
+        pixels[0, 0] = 1000 + k
+        ds.PixelData = pixels.tobytes()
+        ds.save_as(folder / f"img_{n - k:03d}.dcm")
+
+
+def run_python(code: str, timeout: float = 120) -> str:
+    """Run ``code`` in a fresh interpreter (no module of this one loaded); its stdout.
+
+    Fails the test, with the end of stderr, when the code fails.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
