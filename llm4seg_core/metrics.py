@@ -197,8 +197,12 @@ def _word(key: str) -> str:
     return key.split("_", 1)[1] if key.startswith(("val_", "train_")) else key
 
 
-def format_metrics(metrics: Mapping[str, Any], limit: int | None = None) -> str:
+def format_metrics(metrics: Mapping[str, Any], limit: int | None = None, *,
+                   for_display: bool = False) -> str:
     """``val_dice=0.8123 val_iou=0.7011``: a metrics record as one line ('' when it has no number).
+
+    ``for_display``: the words a person reads in a GUI, ``dice 0.812 · iou 0.701``
+    (the ``val_``/``train_`` prefix dropped, three decimals).
 
     With ``limit``: the short form, at most ``limit`` scores, the
     :data:`SHORT_KEYS` first (one per kind: ``val_dice`` hides ``dice`` and
@@ -221,6 +225,9 @@ def format_metrics(metrics: Mapping[str, Any], limit: int | None = None) -> str:
         head = [k for k in ("epoch", "step") if k in nums]
         keys = head + [k for k in scores if k not in head]
         keys += [k for k in nums if k not in keys]
+    if for_display:
+        return " · ".join(f"{_word(k)} {nums[k]:.3f}" if isinstance(nums[k], float)
+                          else f"{_word(k)} {nums[k]}" for k in keys)
     parts = [f"{k}={format_value(nums[k], k)}" for k in keys]
     if limit is None and metrics.get("best") is True:
         parts.append("*best*")

@@ -39,7 +39,7 @@ def _version_choice(v: VersionInfo, current: str | None) -> Choice:
     if v.damaged:
         bits.append("(damaged)")
     else:
-        text = format_metrics(v.metrics, 2)
+        text = format_metrics(v.metrics, 2, for_display=True)
         if text:
             bits.append("· " + text)
     tip = [f"model version {v.name}", f"LLM layer: {v.llm}", f"created {v.created}"]

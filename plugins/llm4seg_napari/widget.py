@@ -333,7 +333,7 @@ class LLM4SegWidget(WidgetControls):
         self.refresh_models(select=info.name)
         self._segmenter_cache = ((info.name, self.state.device_arg), result.segmenter)
         self._tuned = True
-        scores = format_metrics(result.metrics, 2)
+        scores = format_metrics(result.metrics, 2, for_display=True)
         if scores:
             self.loss_label.setText(f"{self.loss_label.text()}\non the corrected slices: {scores}")
         self.state.set_status(

@@ -54,7 +54,7 @@ def main(out_dir: str) -> None:
 
     # a screenshot run answers no dialog: messages go to stdout
     for name in ("warning", "critical", "information"):
-        setattr(window_module.QMessageBox, name,
+        setattr(QMessageBox, name,  # the one class every app module imports
                 staticmethod(lambda *a, _n=name, **k: print(_n.upper(), a[2])
                              or QMessageBox.StandardButton.Ok))
     window = window_module.MainWindow(QSettings(str(WORK / "app.ini"),

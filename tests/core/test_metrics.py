@@ -111,3 +111,20 @@ def test_hd95_ignores_excluded_slices():
     pred[3, 0:4, 0:4] = 1  # 3 slices (9 mm) away: dominates HD95 unless excluded
     assert score(pred, ref, spacing_zyx=(3.0, 1.0, 1.0)).hd95 >= 9.0
     assert score(pred, ref, spacing_zyx=(3.0, 1.0, 1.0), exclude_slices=[3]).hd95 == 0.0
+
+
+def test_format_metrics_forms():
+    from llm4seg_core.metrics import format_metrics
+
+    m = {"train_dice": 0.43601, "train_iou": 0.28718, "loss": 0.5, "seconds": 41.37, "note": "x"}
+    # short: scores first, one per kind
+    assert format_metrics(m, 2) == "train_dice=0.4360 train_iou=0.2872"
+    # display: the words a person reads, as the widget shows them
+    assert format_metrics(m, 2, for_display=True) == "dice 0.436 · iou 0.287"
+    # long: every number; non-numbers are left out
+    long = format_metrics({**m, "epoch": 3, "step": 40, "best": True})
+    assert long.startswith("epoch=3 step=40 train_dice=0.4360") and long.endswith("*best*")
+    assert "seconds=41.4" in long and "note" not in long
+    assert format_metrics({"note": "no numbers"}) == ""
+    # val_dice hides the other dice keys in the short form
+    assert format_metrics({"dice": 0.1, "val_dice": 0.9, "val_iou": 0.8}, 2) == "val_dice=0.9000 val_iou=0.8000"
