@@ -459,10 +459,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def dump() -> None:
         if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            tmp = args.json.with_suffix(args.json.suffix + ".tmp")
-            tmp.write_text(json.dumps(out, indent=1, default=str) + "\n", encoding="utf-8")
-            os.replace(tmp, args.json)
+            from llm4seg_core.atomic import atomic_write_text
+
+            atomic_write_text(args.json, json.dumps(out, indent=1, default=str) + "\n", fsync=False)
 
     t_start = time.perf_counter()
     for tname in tasks:
