@@ -79,9 +79,16 @@ def run(args: argparse.Namespace) -> int:
             crop_size=args.crop,
             max_steps=args.max_steps,
             num_workers=args.workers,
+            optimizer=args.optimizer or defaults.optimizer,
+            weight_decay=defaults.weight_decay if args.weight_decay is None else args.weight_decay,
+            schedule=args.schedule or defaults.schedule,
+            warmup_steps=args.warmup or 0,
+            eval_every=args.eval_every or defaults.eval_every,
         )
-    train_ds = data.dataset("train", spec, label_map)
-    val_ds = data.dataset("val", spec, label_map)
+    # decoded and resized once; with DataLoader workers each process would keep its own copy
+    keep_mb = args.keep_mb if cfg.num_workers == 0 else 0
+    train_ds = data.dataset("train", spec, label_map).keep_in_memory(keep_mb * 0.8)
+    val_ds = data.dataset("val", spec, label_map).keep_in_memory(keep_mb * 0.2)
     if main_rank:
         out.mkdir(parents=True, exist_ok=True)
         if not split_path.is_file():
@@ -135,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from llm4seg_core.training import TRAINABLE
+    from llm4seg_core.training.config import SCHEDULES, TRAINABLE
 
     p.add_argument("dataset", help="images/ + masks/0/ (2D), imagesTr/ + labelsTr/, or *_image/*_label volumes")
     p.add_argument("-o", "--output", required=True, help="model folder: best/last.safetensors + training state")
@@ -143,6 +150,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, help="epochs (default 300, the reference)")
     p.add_argument("--batch-size", type=int, help="batch size per process (default 8)")
     p.add_argument("--lr", type=float, help="base learning rate (default 0.01, SGD + poly decay)")
+    p.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), help="default sgd (the reference)")
+    p.add_argument("--weight-decay", type=float, help="default 1e-4")
+    p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule (default poly)")
+    p.add_argument("--warmup", type=int, help="linear warm-up steps before the schedule (default 0)")
+    p.add_argument("--eval-every", type=int, help="epochs between validations (default 1)")
+    p.add_argument("--keep-mb", type=float, default=2048,
+                   help="memory for decoded, resized items, kept after their first read (default 2048)")
     p.add_argument("--trainable", default="all-but-llm", choices=TRAINABLE, help="what gets gradients")
     p.add_argument("--crop", type=int, help="train on random crops of this size (multiple of 16)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps")

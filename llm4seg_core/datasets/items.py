@@ -52,7 +52,13 @@ def make_item(
 
 
 class SliceDataset(torch.utils.data.Dataset):
-    """Model-ready ``(x, y)`` pairs for a list of ``(case, z)`` slices of a source."""
+    """Model-ready ``(x, y)`` pairs for a list of ``(case, z)`` slices of a source.
+
+    :meth:`keep_in_memory` makes each item decoded and resized once: later
+    epochs read it from memory (the items are already at the model grid, so a
+    128 x 128 RGB item is 0.2 MB). Items past the memory budget are read from
+    the files as before.
+    """
 
     def __init__(self, source: Any, refs: Sequence[tuple[str, int]], grid: ModelGrid,
                  label_map: LabelMap) -> None:
@@ -60,10 +66,29 @@ class SliceDataset(torch.utils.data.Dataset):
         self.refs = list(refs)
         self.grid = grid
         self.label_map = label_map
+        self._kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._budget = 0  # bytes left for kept items
+
+    def keep_in_memory(self, max_mb: float) -> SliceDataset:
+        """Keep up to ``max_mb`` MB of items in memory once read (0: keep none)."""
+        self._budget = int(max_mb * 2**20)
+        return self
+
+    @property
+    def kept_items(self) -> int:
+        return len(self._kept)
 
     def __len__(self) -> int:
         return len(self.refs)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        kept = self._kept.get(i)
+        if kept is not None:
+            return kept
         case, z = self.refs[i]
-        return self.source.item(case, z, self.grid, self.label_map)
+        item = self.source.item(case, z, self.grid, self.label_map)
+        size = sum(t.element_size() * t.nelement() for t in item)
+        if size <= self._budget:
+            self._kept[i] = item
+            self._budget -= size
+        return item

@@ -7,6 +7,7 @@ importing torch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,10 @@ from llm4seg_core.errors import LLM4SegError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["TRAINABLE", "FinetuneConfig", "TrainConfig", "TrainResult", "check_trainable"]
+__all__ = ["SCHEDULES", "TRAINABLE", "FinetuneConfig", "TrainConfig", "TrainResult", "check_trainable"]
+
+SCHEDULES = ("poly", "cosine", "constant")
+"""Learning-rate schedules of dataset training (after the optional linear warm-up)."""
 
 TRAINABLE = ("adapters", "adapters+decoder", "all-but-llm", "all")
 """The parts a run may train, smallest first (see :func:`~llm4seg_core.training.set_trainable`)."""
@@ -43,7 +47,9 @@ class TrainConfig:
     optimizer: str = "sgd"  # "sgd" | "adam" | "adamw"
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    poly_power: float = 0.9  # lr = lr0 * (1 - it / max_it) ** poly_power; 0 = constant
+    poly_power: float = 0.9  # schedule "poly": lr = lr0 * (1 - it / max_it) ** poly_power; 0 = constant
+    schedule: str = "poly"  # "poly" (the reference) | "cosine" | "constant"
+    warmup_steps: int = 0  # linear warm-up from lr0 / warmup_steps to lr0 before the schedule
     bce_weight: float = 0.5  # binary: bce_weight * BCE + (1 - soft Dice); multi-class: CE + (1 - Dice)
     augment: bool = True  # RandomRotate90 + flips
     crop_size: int | None = None  # train on random crops of the model grid (a multiple of 16)
@@ -65,7 +71,23 @@ class TrainConfig:
             raise LLM4SegError("the learning rate must be positive")
         if self.optimizer not in ("sgd", "adam", "adamw"):
             raise LLM4SegError(f"optimizer must be sgd, adam or adamw, not {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise LLM4SegError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
+        if self.warmup_steps < 0:
+            raise LLM4SegError("warm-up steps cannot be negative")
         _check_crop(self.crop_size)
+
+    def learning_rate(self, step: int, total: int) -> float:
+        """The learning rate of step ``step`` (0-based) of ``total``: warm-up, then the schedule."""
+        if self.warmup_steps and step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        span = max(total - self.warmup_steps, 1)
+        t = min(max(step - self.warmup_steps, 0) / span, 1.0)
+        if self.schedule == "cosine":
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+        if self.schedule == "poly" and self.poly_power:
+            return self.lr * (1.0 - t) ** self.poly_power
+        return self.lr
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

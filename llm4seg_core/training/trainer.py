@@ -31,7 +31,7 @@ __all__ = ["Trainer"]
 
 
 class Trainer:
-    """Trains ``model`` on a dataset with ``config`` (SGD, poly lr decay, BCE + Dice).
+    """Trains ``model`` on a dataset with ``config`` (by default the reference: SGD, poly lr decay, BCE + Dice).
 
     ``fit(train, val)`` takes torch datasets of ``(x, y)`` pairs (see
     :mod:`llm4seg_core.datasets`). With ``checkpoint_dir`` it writes
@@ -190,10 +190,9 @@ class Trainer:
                                  fg_prob=cfg.fg_crop_prob)
             x = x.to(self.device, non_blocking=pin)
             y = y.to(self.device, non_blocking=pin)
-            if cfg.poly_power:
-                lr = cfg.lr * (1 - st.step / total) ** cfg.poly_power
-                for g in self.optimizer.param_groups:
-                    g["lr"] = lr
+            lr = cfg.learning_rate(st.step, total)
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
             with autocast(self.device, cfg.amp):
                 logits = ddp(x)
             loss = segmentation_loss(logits, y, cfg.bce_weight)

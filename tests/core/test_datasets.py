@@ -203,3 +203,30 @@ def test_correction_set_reads_only_its_slices():
         CorrectionSet(vol, labels, [6])
     with pytest.raises(LLM4SegError, match="shape"):
         CorrectionSet(vol, labels[:3], [1])
+
+
+def test_keep_in_memory_reads_each_item_once_within_budget():
+    import torch
+
+    from llm4seg_core.datasets.items import ModelGrid, SliceDataset
+    from llm4seg_core.datasets.labels import LabelMap
+
+    class Source:
+        reads = 0
+
+        def item(self, case, z, grid, label_map):
+            Source.reads += 1
+            return torch.zeros(1, 16, 16), torch.zeros(16, 16, dtype=torch.uint8)
+
+    item_bytes = 16 * 16 * 4 + 16 * 16
+    ds = SliceDataset(Source(), [("a", 0), ("b", 0), ("c", 0)], ModelGrid(1, 16), LabelMap((1,)))
+    ds.keep_in_memory(2.5 * item_bytes / 2**20)  # room for two items
+    for _ in range(3):
+        for i in range(len(ds)):
+            x, y = ds[i]
+            assert x.shape == (1, 16, 16)
+    assert ds.kept_items == 2
+    assert Source.reads == 3 + 2  # two kept after the first pass, the third read every time
+    plain = SliceDataset(Source(), [("a", 0)], ModelGrid(1, 16), LabelMap((1,)))
+    plain[0], plain[0]
+    assert plain.kept_items == 0

@@ -456,3 +456,20 @@ def test_train_state_record_round_trips_through_its_json_part():
     assert TrainState.from_info(info) == st
     st.end_epoch({"epoch": 3})
     assert (st.epoch, st.batch, st.loss_n, st.loss_sum, len(st.history)) == (3, 0, 0, 0.0, 2)
+
+
+def test_learning_rate_schedules():
+    from llm4seg_core.errors import LLM4SegError
+    from llm4seg_core.training.config import TrainConfig
+
+    poly = TrainConfig(lr=0.01)
+    assert poly.learning_rate(0, 100) == pytest.approx(0.01)
+    assert poly.learning_rate(50, 100) == pytest.approx(0.01 * 0.5 ** 0.9)  # the reference's poly decay
+    cos = TrainConfig(lr=1e-3, optimizer="adamw", schedule="cosine", warmup_steps=10)
+    assert cos.learning_rate(0, 110) == pytest.approx(1e-4)  # warm-up starts at lr / warmup
+    assert cos.learning_rate(9, 110) == pytest.approx(1e-3)
+    assert cos.learning_rate(60, 110) == pytest.approx(0.5e-3)  # half way through the cosine
+    assert cos.learning_rate(110, 110) == pytest.approx(0.0, abs=1e-12)
+    assert TrainConfig(schedule="constant").learning_rate(99, 100) == pytest.approx(0.01)
+    with pytest.raises(LLM4SegError, match="schedule"):
+        TrainConfig(schedule="step")
