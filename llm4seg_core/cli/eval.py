@@ -1,4 +1,8 @@
-"""``llm4seg eval PREDICTION REFERENCE``: score a predicted mask against a reference, per label."""
+"""``llm4seg eval PREDICTION REFERENCE``: score a predicted mask against a reference, per label.
+
+Two folders are scored case by case (masks paired by file stem), with the mean
+over the cases.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ def run(args: argparse.Namespace) -> int:
     from llm4seg_core.metrics import METRIC_NAMES, score_labels
     from llm4seg_core.slices import parse_slices
 
+    if Path(args.prediction).is_dir() and Path(args.reference).is_dir():
+        return _run_folders(args)
     ref_vol = read_image(args.reference)
     ref = read_mask(args.reference)
     pred = read_mask(args.prediction)
@@ -50,8 +56,44 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_folders(args: argparse.Namespace) -> int:
+    from llm4seg_core.batch import score_folders
+
+    if args.exclude_slices:
+        raise LLM4SegError("--exclude-slices is for one volume, not for folders of masks")
+    res = score_folders(args.prediction, args.reference)
+    names = ("dice", "iou", "hd95")
+    labels = res.label_values
+    if args.json:
+        print(json.dumps({
+            "prediction": str(args.prediction), "reference": str(args.reference),
+            "missing_predictions": res.missing, "unmatched_predictions": res.unmatched,
+            "mean": {str(k): {n: res.mean(k, n) for n in names} for k in labels},
+            "cases": {c.name: {str(k): s.to_dict() for k, s in c.labels.items()} for c in res.cases},
+        }, indent=2))
+        return 0
+    width = max([len(c.name) for c in res.cases] + [4])
+    print(f"{'case':<{width}}  {'label':>5}  " + "  ".join(f"{n if n != 'hd95' else 'hd95_mm':>9}"
+                                                   for n in names))
+
+    def row(name: str, k: int, values: list[float | None]) -> None:
+        cells = [f"{'n/a':>9}" if v is None else f"{v:>9.4f}" for v in values]
+        print(f"{name:<{width}}  {k:>5}  " + "  ".join(cells))
+
+    for c in res.cases:
+        for k in labels:
+            row(c.name, k, [c.labels[k].to_dict()[n] for n in names])
+    for k in labels:
+        row("mean", k, [res.mean(k, n) for n in names])
+    print(f"{len(res.cases)} case(s) scored")
+    if res.missing:
+        print(f"{len(res.missing)} reference mask(s) have no prediction: {', '.join(res.missing[:5])}"
+              + (" ..." if len(res.missing) > 5 else ""))
+    return 0
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("prediction", help="predicted mask")
-    p.add_argument("reference", help="reference mask (its spacing is used for HD95)")
+    p.add_argument("prediction", help="predicted mask, or a folder of them")
+    p.add_argument("reference", help="reference mask (its spacing is used for HD95), or a folder")
     p.add_argument("--exclude-slices", help="slices left out, e.g. the fine-tuning slices: 3,7,10-12")
     p.add_argument("--json", action="store_true", help="print JSON")
