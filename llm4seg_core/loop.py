@@ -6,7 +6,7 @@ few-shot benchmark:
 
 * :func:`finetune_corrections`: a fresh copy of the base model fine-tuned on
   a :class:`~llm4seg_core.datasets.CorrectionSet`, saved as a new store
-  version whose parent is the base;
+  version whose parent is the base, in the base's task;
 * :func:`segment_rest`: every slice the person did not correct segmented
   into a copy of their labels;
 * :func:`keep_continuations`: "keep what continues the corrections", the
@@ -140,6 +140,7 @@ class FinetuneOutcome:
     seconds: float  # the whole call: loading, fine-tuning, saving
     metrics: dict[str, Any] | None = None  # the record saved with the model (JSON-safe)
     parent: str | None = None  # the base's name as a parent: a version or a checkpoint file
+    task: str = "default"  # the base's task: where the version was (or would be) saved
 
 
 def _fresh_model(base: str | Path | None | ResolvedModel,
@@ -185,8 +186,9 @@ def finetune_corrections(base: str | Path | None | ResolvedModel, corrections: C
     callbacks cancel it. The saved version (``name``, default the next
     ``v0001``...) records ``data`` (default: the image, slices, shape and
     settings), the training metrics and ``note``; its parent is the base's
-    version or checkpoint file (none for an untrained spec), and it becomes
-    the store's current version.
+    version or checkpoint file (none for an untrained spec). It is saved in
+    the base's task (:attr:`~llm4seg_core.store.ResolvedModel.task`) and
+    becomes that task's current version; other tasks keep theirs.
     """
     from llm4seg_core.device import resolve_device
     from llm4seg_core.store import ModelStore
@@ -218,12 +220,12 @@ def finetune_corrections(base: str | Path | None | ResolvedModel, corrections: C
             "base_model": resolved.name,
         }
         version = store.save(
-            model, name=name, parent=parent, data=record, metrics=metrics,
+            model, name=name, parent=parent, data=record, metrics=metrics, task=resolved.task,
             note=note or (f"fine-tuned on {len(corrections.slices)} corrected slice(s) of "
                           f"{Path(image).name if image else 'an image'}, from {resolved.name}"),
         )
     return FinetuneOutcome(model, resolved, cfg, result, version, time.perf_counter() - t0,
-                           metrics, parent)
+                           metrics, parent, resolved.task)
 
 
 # --------------------------------------------------------------------------- segment the rest

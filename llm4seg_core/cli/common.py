@@ -24,9 +24,11 @@ def log_fn(quiet: bool) -> Log:
 def add_model_args(sp: argparse.ArgumentParser) -> None:
     """--model, --store, --device, --batch-size, -q (segment, demo)."""
     sp.add_argument("--model", help="checkpoint file, a version in the model store (see "
-                    "'llm4seg models'; 'current' = the default), or a model spec for an untrained "
-                    "model (preset name such as 'llm4seg', 'cmunext', 'llama-3.2-1b', optionally "
-                    "with key=value overrides); default: the store's current version")
+                    "'llm4seg models'), a task ('default', 'polyp', ...: its current version, else "
+                    "its shipped model), or a model spec for an untrained model (preset name such "
+                    "as 'llm4seg', 'cmunext', 'llama-3.2-1b', optionally with key=value overrides); "
+                    "default: task 'default' (the store's current default version, else the "
+                    "shipped default)")
     sp.add_argument("--store", metavar="DIR", help="model store folder (default: the user data "
                     "folder, or $LLM4SEG_HOME/models)")
     sp.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda[:N], mps")

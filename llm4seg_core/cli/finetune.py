@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if not base.trained:
         print("NOTE: the base model is UNTRAINED; the fine-tune starts from random weights.",
               file=sys.stderr)
-    log(f"base: {base.source}; {len(slices)} corrected slice(s): {args.slices}")
+    log(f"base: {base.source} (task {base.task}); {len(slices)} corrected slice(s): {args.slices}")
     cfg = FinetuneConfig(device=args.device, seed=args.seed)
     if args.steps:
         cfg.steps = args.steps
@@ -93,10 +93,13 @@ def run(args: argparse.Namespace) -> int:
         f"{result.best_metrics['train_dice']:.4f}")
     if outcome.version is None:
         path = save_checkpoint(outcome.model, Path(args.output).expanduser(),
-                               {"parent": outcome.parent, "data": data, "metrics": outcome.metrics})
+                               {"parent": outcome.parent, "data": data, "metrics": outcome.metrics,
+                                "task": outcome.task})
         print(f"wrote {path}")
     else:
-        print(f"saved model version {outcome.version.name} ({outcome.version.path})")
+        v = outcome.version
+        print(f"saved model version {v.name} ({v.path})"
+              + (f" in task {v.task}" if v.task != "default" else ""))
     if args.complete:
         _complete(args, outcome.model, corrections, log)
     return 0
@@ -127,7 +130,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", help="the image (DICOM folder/file, NIfTI, NRRD, MHA, PNG...)")
     p.add_argument("mask", help="its label mask; only the --slices are read")
     p.add_argument("--slices", required=True, help="corrected slices, e.g. 3,7,10-12")
-    p.add_argument("--base", help="model to start from: version, checkpoint file or spec (default: current)")
+    p.add_argument("--base", help="model to start from: a task (its current version, else its shipped "
+                   "model; e.g. 'default', 'polyp'), a version, a checkpoint file or a spec (default: "
+                   "task 'default'); the new version joins the base's task")
     p.add_argument("-o", "--output", help="new version name (model store) or FILE.safetensors")
     p.add_argument("--steps", type=int, help="optimizer steps (default: FinetuneConfig.steps, 180)")
     p.add_argument("--trainable", choices=TRAINABLE, help="default adapters+decoder")

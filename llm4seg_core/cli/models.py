@@ -1,4 +1,4 @@
-"""``llm4seg models [list|show|compare|rollback|import]``: the model store's versions."""
+"""``llm4seg models [list|show|compare|rollback|import]``: the model store's tasks and versions."""
 
 from __future__ import annotations
 
@@ -10,37 +10,63 @@ from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.metrics import format_metrics, format_value
 
 COMMAND = "models"
-HELP = "the model store: list, show, compare, roll back, import versions"
+HELP = "the model store: list tasks and versions, show, compare, roll back, import"
 
 
 def _short_time(created: str) -> str:
     return created[:16].replace("T", " ") if created else "?"
 
 
+def _task_of(task: str) -> str:
+    """How a task is named in messages: nothing for ``default`` (as before tasks), else ``polyp ``."""
+    return "" if task == "default" else f"{task} "
+
+
 def _list(store: Any) -> int:
+    from llm4seg_core.store import shipped_tasks
+
     versions = store.versions()
+    shipped = shipped_tasks()
     print(f"model store: {store.root}")
     if not versions:
         print("no model versions yet (train or fine-tune a model, or 'llm4seg models import FILE')")
+        for task, path in shipped.items():
+            print(f"task {task}: shipped ({path})")
         return 0
-    cur = store.current()
-    rows = [("", "name", "created", "parent", "LLM", "metrics")]
-    for v in versions:
-        mark = "*" if cur is not None and v.name == cur.name else ""
-        info = f"DAMAGED: {v.damaged}" if v.damaged else (format_metrics(v.metrics, limit=3) or "-")
-        rows.append((mark, v.name, _short_time(v.created), v.parent or "-", v.llm, info))
+    header = ("", "name", "created", "parent", "LLM", "metrics")
+    lines: list[str | tuple[str, ...]] = [header]  # a task's heading, then its versions' rows
+    for task in store.tasks():
+        mine = [v for v in versions if v.task == task]
+        cur = store.current(task)
+        if cur is not None:
+            state = f"current {cur.name}"
+        elif task in shipped:
+            state = f"current shipped ({shipped[task]})" if mine else f"shipped ({shipped[task]})"
+        else:
+            state = "no usable version" if mine else "no versions, nothing shipped (untrained)"
+        lines.append(f"task {task}: {state}")
+        for v in mine:
+            mark = "*" if cur is not None and v.name == cur.name else ""
+            info = f"DAMAGED: {v.damaged}" if v.damaged else (format_metrics(v.metrics, limit=3) or "-")
+            lines.append((mark, v.name, _short_time(v.created), v.parent or "-", v.llm, info))
+    rows = [r for r in lines if isinstance(r, tuple)]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5])
-    print("* = current (used by Segment by default; change it with 'llm4seg models rollback NAME')")
+    for r in lines:
+        if isinstance(r, str):
+            print(r)
+        else:
+            print("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5])
+    print("* = current (used by Segment for its task; change it with 'llm4seg models rollback NAME', "
+          "or 'rollback TASK' for the task's shipped model)")
     return 0
 
 
 def _show(store: Any, name: str) -> int:
     v = store.get(name)
-    cur = store.current()
+    cur = store.current(v.task)
     print(f"model store: {store.root}")
     print(f"name:     {v.name}{'  (current)' if cur is not None and cur.name == v.name else ''}")
+    print(f"task:     {v.task}")
     if v.damaged:
         print(f"DAMAGED:  {v.damaged}")
     print(f"weights:  {v.path} ({v.n_tensors} tensors, {v.size:,} bytes)")
@@ -103,6 +129,24 @@ def _compare(store: Any, a: str, b: str) -> int:
     return 0
 
 
+def _rollback(store: Any, name: str) -> int:
+    """``rollback VERSION``: that version becomes its task's current; ``rollback TASK``: the shipped one."""
+    from llm4seg_core.store import shipped_tasks
+
+    if name not in store and name in shipped_tasks():
+        task, label = name, "the shipped model"
+        before = store.current(task)
+        store.rollback_to_shipped(task)
+    else:
+        task = store.get(name).task  # an unknown name: the error lists the versions
+        before, label = store.current(task), name
+        store.set_current(name)
+    was = before.name if before else ("the shipped model" if task in shipped_tasks() else "none")
+    print(f"model store: {store.root}")
+    print(f"current {_task_of(task)}model: {label} (was {was}); no version was deleted")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     store = open_store(args)
     action = getattr(args, "action", None) or "list"
@@ -113,15 +157,11 @@ def run(args: argparse.Namespace) -> int:
     if action == "compare":
         return _compare(store, args.a, args.b)
     if action == "rollback":
-        before = store.current()
-        store.set_current(args.name)
-        print(f"model store: {store.root}")
-        print(f"current model: {args.name} (was {before.name if before else 'none'}); no version was deleted")
-        return 0
+        return _rollback(store, args.name)
     if action == "import":
-        v = store.import_file(args.file, name=args.name)
+        v = store.import_file(args.file, name=args.name, task=args.task)
         print(f"model store: {store.root}")
-        print(f"imported {args.file} as {v.name} ({v.llm}); it is now the current model")
+        print(f"imported {args.file} as {v.name} ({v.llm}); it is now the current {_task_of(v.task)}model")
         return 0
     raise LLM4SegError(f"unknown models action {action!r}")
 
@@ -137,14 +177,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         a.add_argument("--store", metavar="DIR", default=argparse.SUPPRESS, help="model store folder")
         return a
 
-    act("list", "list the versions (the default)")
+    act("list", "list the tasks and their versions (the default)")
     a = act("show", "all metadata of one version")
     a.add_argument("name")
     a = act("compare", "two versions side by side: metrics, spec, weight changes")
     a.add_argument("a")
     a.add_argument("b")
-    a = act("rollback", "make a version the current one (used by Segment); deletes nothing")
-    a.add_argument("name")
+    a = act("rollback", "make a version the current one of its task (used by Segment), or with a "
+            "task name make that task's shipped model current again; deletes nothing")
+    a.add_argument("name", help="a version, or a task with a shipped model")
     a = act("import", "add a checkpoint file to the store as a new version")
     a.add_argument("file")
     a.add_argument("--name", help="version name (default: the next v0001, v0002, ...)")
+    a.add_argument("--task", help="the version's task (default: the one the file records, else "
+                   "'default')")

@@ -3,11 +3,14 @@
 - :mod:`~llm4seg_core.store.checkpoint`: the checkpoint file format (safetensors
   + spec header; frozen LLM layers are re-read, never stored).
 - :mod:`~llm4seg_core.store.versions`: :class:`ModelStore` (numbered versions in
-  the user's data folder, rollback) and its :class:`VersionInfo` records;
+  the user's data folder, rollback) and its :class:`VersionInfo` records
+  (:mod:`~llm4seg_core.store.record`);
+- :mod:`~llm4seg_core.store.tasks`: tasks (each shipped model is one, with its
+  own line of versions and its own current version), shipped task discovery;
   :mod:`~llm4seg_core.store.locks` keeps saves safe, :mod:`~llm4seg_core.store.compare`
   compares two versions.
 - :mod:`~llm4seg_core.store.resolve`: :func:`resolve_model` turns a ``--model``
-  argument (file, version, spec) into a model.
+  argument (file, version, task, spec) into a model.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ from llm4seg_core.store.checkpoint import (
 )
 from llm4seg_core.store.locks import STALE_S
 from llm4seg_core.store.resolve import ResolvedModel, resolve_model
+from llm4seg_core.store.tasks import DEFAULT_TASK, shipped_tasks, validate_task
 from llm4seg_core.store.versions import CURRENT_FILE, VERSION_FORMAT, ModelStore, VersionInfo
 
 __all__ = [
     "CURRENT_FILE",
+    "DEFAULT_TASK",
     "FORMAT",
     "STALE_S",
     "VERSION_FORMAT",
@@ -40,6 +45,8 @@ __all__ = [
     "read_checkpoint_info",
     "resolve_model",
     "save_checkpoint",
+    "shipped_tasks",
     "spec_differences",
     "store_root",
+    "validate_task",
 ]

@@ -1,4 +1,25 @@
-"""Model resolution: what a ``--model`` argument stands for; the CLI and the GUIs all use it."""
+"""Model resolution: what a ``--model`` / ``--base`` argument stands for; the CLI and the GUIs all use it.
+
+A text is, in this order (the first that fits wins):
+
+1. a checkpoint file: a :class:`~pathlib.Path`, or a text that looks like a
+   path (a checkpoint suffix, a ``/``, a leading ``~``); it must exist;
+2. ``current``: the default task's current version;
+3. a version in the model store;
+4. a task (:mod:`~llm4seg_core.store.tasks`; ``default`` included): that
+   task's current version in the store, else its shipped file (for
+   ``default``, else the untrained default spec); nothing at all (``None``
+   or an empty text) means task ``default``;
+5. a model spec: a preset, ``key=value`` overrides or a JSON object (an
+   untrained model; task names are never preset names);
+6. a bare name that is an existing file (e.g. ``model.weights`` in the
+   working directory).
+
+The task of the result (:attr:`ResolvedModel.task`, where a fine-tune from
+it saves its version): a version's own task; the task named; for a file, the
+task its metadata records, else the shipped task it is the file of, else
+``default``; ``default`` for a spec.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +32,7 @@ import torch
 from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.model.network import LLM4SegNet
 from llm4seg_core.model.spec import ModelSpec
+from llm4seg_core.store import tasks as _tasks
 from llm4seg_core.store.checkpoint import (
     CHECKPOINT_SUFFIXES,
     default_checkpoint,
@@ -26,6 +48,7 @@ class ResolvedModel:
 
     ``model`` is ``None`` only when :func:`resolve_model` was asked not to
     load. ``trained`` is False for an untrained spec (Segment warns then).
+    ``task``: the task it belongs to (a fine-tune from it saves there).
     """
 
     model: LLM4SegNet | None
@@ -35,12 +58,24 @@ class ResolvedModel:
     trained: bool
     version: VersionInfo | None = None
     path: Path | None = None
+    task: str = _tasks.DEFAULT_TASK
 
 
 def _looks_like_path(text: str) -> bool:
     if text.startswith("{") or "=" in text:
         return False
     return text.lower().endswith(CHECKPOINT_SUFFIXES) or "/" in text or os.sep in text or text.startswith("~")
+
+
+def _shipped_file(task: str) -> Path | None:
+    """The shipped file of ``task`` (``default``: :func:`default_checkpoint`)."""
+    if task == _tasks.DEFAULT_TASK:
+        return default_checkpoint()
+    return _tasks.shipped_tasks().get(task)
+
+
+def _file_task(meta: object, path: Path) -> str:
+    return _tasks.task_from_meta(meta) or _tasks.shipped_task_of(path) or _tasks.DEFAULT_TASK
 
 
 def resolve_model(
@@ -52,10 +87,12 @@ def resolve_model(
 ) -> ResolvedModel:
     """The model ``arg`` names, loaded (or only its spec with ``load=False``).
 
-    ``arg`` is a checkpoint file, a version in the model store, ``current``, or
-    a spec (preset name and/or ``key=value`` overrides, or a JSON object; an
-    untrained model). ``None`` means the store's current version if there is
-    one, else the shipped default checkpoint, else the untrained default spec.
+    ``arg`` is a checkpoint file, ``current``, a version in the model store, a
+    task name (its current version, else its shipped model), or a spec
+    (preset name and/or ``key=value`` overrides, or a JSON object; an
+    untrained model); the module docstring gives the order. ``None`` means
+    task ``default``: the store's current default version if there is one,
+    else the shipped default checkpoint, else the untrained default spec.
     """
     from llm4seg_core.model.network import build_model
     from llm4seg_core.model.spec import PRESETS, parse_spec
@@ -69,32 +106,41 @@ def resolve_model(
         else:
             store._check_usable(info)
             model, spec = None, info.spec
-        return ResolvedModel(model, spec, info.name, f"model version {info.name} ({info.path})", True, info, info.path)
+        return ResolvedModel(model, spec, info.name, f"model version {info.name} ({info.path})", True,
+                             info, info.path, info.task)
 
-    def from_file(path: Path, label: str) -> ResolvedModel:
+    def from_file(path: Path, label: str, task: str | None = None) -> ResolvedModel:
         if load:
             model, ck = load_checkpoint(path, device=device)
             spec = model.spec
         else:
             model, ck = None, read_checkpoint_info(path)
             spec = ck.spec
-        return ResolvedModel(model, spec, path.name, f"{label} {path}", True, None, path)
+        return ResolvedModel(model, spec, path.name, f"{label} {path}", True, None, path,
+                             task or _file_task(ck.meta, path))
 
-    def from_spec(spec: ModelSpec, label: str) -> ResolvedModel:
+    def from_spec(spec: ModelSpec, label: str, task: str = _tasks.DEFAULT_TASK) -> ResolvedModel:
         model = build_model(spec, device=device) if load else None
-        return ResolvedModel(model, spec, "untrained model", label, False)
+        return ResolvedModel(model, spec, "untrained model", label, False, task=task)
+
+    def from_task(task: str) -> ResolvedModel:
+        cur = store.current(task)
+        if cur is not None:
+            return from_version(cur)
+        shipped = _shipped_file(task)
+        if shipped is not None:
+            label = "shipped default checkpoint" if task == _tasks.DEFAULT_TASK else f"shipped {task} model"
+            return from_file(shipped, label, task)
+        if task == _tasks.DEFAULT_TASK:
+            return from_spec(ModelSpec(), "untrained default spec")
+        raise LLM4SegError(f"task {task!r} has no usable model version in the model store {store.root} "
+                           "and no shipped model")
 
     if isinstance(arg, Path):
         return from_file(arg.expanduser(), "checkpoint")
     text = (arg or "").strip()
     if not text:
-        cur = store.current()
-        if cur is not None:
-            return from_version(cur)
-        shipped = default_checkpoint()
-        if shipped is not None:
-            return from_file(shipped, "shipped default checkpoint")
-        return from_spec(ModelSpec(), "untrained default spec")
+        return from_task(_tasks.DEFAULT_TASK)
     if text.lower() == "current":
         cur = store.current()
         if cur is None:
@@ -103,16 +149,18 @@ def resolve_model(
     path = Path(text).expanduser()
     if _looks_like_path(text):
         return from_file(path, "checkpoint")
+    if text in store:  # a version name never looks like a path or a spec, and is never a preset
+        return from_version(store.get(text))
+    if _tasks.is_task_name(text) and text in store.tasks():  # never a preset either
+        return from_task(text)
     head = text.split(",", 1)[0].strip()
     if text.startswith("{") or "=" in head or head in PRESETS:
         return from_spec(parse_spec(text), f"untrained spec {text}")
-    if text in store:  # a version name never looks like a path, a preset or a spec
-        return from_version(store.get(text))
     if path.is_file():
         return from_file(path, "checkpoint")
     names = [v.name for v in store.versions()]
     raise LLM4SegError(
         f"unknown model {text!r}: not a checkpoint file, not a version in the model store {store.root} "
-        f"(versions: {', '.join(names) if names else 'none yet'}), not a preset "
-        f"({', '.join(PRESETS)}), not key=value spec overrides"
+        f"(versions: {', '.join(names) if names else 'none yet'}), not a task "
+        f"({', '.join(store.tasks())}), not a preset ({', '.join(PRESETS)}), not key=value spec overrides"
     )

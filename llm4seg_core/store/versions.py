@@ -3,16 +3,18 @@
 Each version is ``<name>.safetensors`` (a checkpoint, see
 :mod:`llm4seg_core.store.checkpoint`) + ``<name>.json`` (a :class:`VersionInfo`:
 all metadata, human-readable), both written atomically, the JSON last, so a
-version exists only once both are complete. ``CURRENT`` names the version
-Segment uses by default.
+version exists only once both are complete. Each version belongs to a task
+(:mod:`llm4seg_core.store.tasks`: ``default``, ``polyp``, ...; a record
+without one, written before tasks, is task ``default``); each task has its
+own current version, named by its pointer file (``CURRENT`` for ``default``,
+``CURRENT.<task>`` for the others, see that module), the one Segment uses for
+that task.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,200 +27,28 @@ from llm4seg_core.model.network import LLM4SegNet
 from llm4seg_core.model.spec import ModelSpec
 from llm4seg_core.paths import store_root
 from llm4seg_core.store import locks
+from llm4seg_core.store import tasks as _tasks
 from llm4seg_core.store.checkpoint import (
     CHECKPOINT_SUFFIXES,
     load_checkpoint,
-    read_checkpoint_info,
     save_checkpoint,
     spec_differences,
 )
 from llm4seg_core.store.compare import compare_versions
+from llm4seg_core.store.record import (  # noqa: F401 - re-exported
+    VERSION_FORMAT,
+    VersionInfo,
+    _jsonable,
+    _parse_time,
+    _sha256_file,
+    _weights_damage,
+)
 
-VERSION_FORMAT = "llm4seg-version/1"
-CURRENT_FILE = "CURRENT"
-"""The pointer file naming the version Segment uses by default."""
+CURRENT_FILE = _tasks.POINTER_PREFIX
+"""The pointer file naming the default task's current version (``CURRENT.<task>``: another task's)."""
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
-_RESERVED = {"current"}
-
-
-def _jsonable(obj: Any) -> Any:
-    """``json.dumps`` default: numpy/torch scalars and arrays, paths, sets."""
-    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj, key=str)
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)
-
-
-def _sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _parse_time(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except (TypeError, ValueError):
-        return None
-
-
-def _llm_label(spec: ModelSpec | None) -> str:
-    if spec is None:
-        return "?"
-    if spec.llm_mode == "none":
-        return "none"
-    label = f"{spec.llm_source} layer {spec.llm_layer}"
-    if spec.llm_mode == "random":
-        label += " (random init)"
-    elif not spec.freeze_llm:
-        label += " (fine-tuned)"
-    return label
-
-
-@dataclass
-class VersionInfo:
-    """One version in a :class:`ModelStore`, and the ``<name>.json`` that records it.
-
-    ``damaged`` says why the version cannot be used (unreadable metadata,
-    missing or changed weights, a spec from a newer llm4seg); ``None`` when it
-    is fine. A damaged version is listed, never loaded.
-    """
-
-    name: str
-    path: Path  # the .safetensors file
-    spec: ModelSpec | None
-    llm_sha256: str | None = None
-    parent: str | None = None
-    created: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    note: str = ""
-    n_tensors: int = 0
-    size: int = 0
-    weights_sha256: str | None = None
-    llm4seg_version: str = ""
-    damaged: str | None = None
-
-    @property
-    def json_path(self) -> Path:
-        return self.path.with_suffix(".json")
-
-    @property
-    def llm(self) -> str:
-        """The LLM layer in words, e.g. ``smollm2 layer 14``."""
-        return _llm_label(self.spec)
-
-    @property
-    def ok(self) -> bool:
-        return self.damaged is None
-
-    # ---- the JSON record ----------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """The metadata as written to ``<name>.json`` (the ``llm*`` fields repeat the spec)."""
-        spec = self.spec
-        has_llm = spec is not None and spec.has_llm
-        return {
-            "format": VERSION_FORMAT,
-            "name": self.name,
-            "weights": self.path.name,
-            "created": self.created,
-            "parent": self.parent,
-            "note": self.note,
-            "llm": _llm_label(spec),
-            "llm_source": spec.llm_source if has_llm else None,
-            "llm_layer": spec.llm_layer if has_llm else None,
-            "llm_mode": spec.llm_mode if spec is not None else None,
-            "llm_sha256": self.llm_sha256,
-            "metrics": self.metrics,
-            "data": self.data,
-            "spec": spec.to_dict() if spec is not None else None,
-            "n_tensors": self.n_tensors,
-            "size": self.size,
-            "weights_sha256": self.weights_sha256,
-            "llm4seg_version": self.llm4seg_version,
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, default=_jsonable) + "\n"
-
-    @classmethod
-    def from_dict(cls, meta: dict[str, Any], path: Path) -> VersionInfo:
-        """The version ``meta`` records, its weights at ``path``; ``damaged`` says what is wrong."""
-        info = cls(name=path.stem, path=path, spec=None)
-        if meta.get("format") != VERSION_FORMAT:
-            info.damaged = (
-                f"metadata {info.json_path.name} is not an llm4seg model version "
-                f"(format {meta.get('format')!r})"
-            )
-            return info
-        info.llm_sha256 = meta.get("llm_sha256") or None
-        info.parent = meta.get("parent") or None
-        info.created = str(meta.get("created") or "")
-        info.data = meta.get("data") if isinstance(meta.get("data"), dict) else {}
-        info.metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
-        info.note = str(meta.get("note") or "")
-        info.n_tensors = int(meta.get("n_tensors") or 0)
-        info.size = int(meta.get("size") or 0)
-        info.weights_sha256 = meta.get("weights_sha256") or None
-        info.llm4seg_version = str(meta.get("llm4seg_version") or "")
-        try:
-            spec_data = meta.get("spec")
-            if not isinstance(spec_data, dict):
-                raise LLM4SegError("the model spec is missing")
-            info.spec = ModelSpec.from_dict(spec_data)
-        except (LLM4SegError, TypeError) as exc:
-            info.damaged = f"metadata holds no usable model spec ({exc})"
-        return info
-
-    @classmethod
-    def from_json(cls, json_path: str | Path) -> VersionInfo:
-        """The version ``<name>.json`` records (its weights: ``<name>.safetensors`` beside it).
-
-        Never raises for a bad file: unreadable metadata gives a damaged
-        version, with the spec the weights still tell when they are readable.
-        """
-        json_path = Path(json_path)
-        weights = json_path.with_suffix(".safetensors")
-        try:
-            meta = json.loads(json_path.read_text(encoding="utf-8"))
-            if not isinstance(meta, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            info = cls(name=json_path.stem, path=weights, spec=None,
-                       damaged=f"metadata {json_path.name} is unreadable ({exc})")
-            try:
-                ck = read_checkpoint_info(weights)
-                info.spec, info.llm_sha256 = ck.spec, ck.llm_sha256
-            except LLM4SegError:
-                pass
-            return info
-        return cls.from_dict(meta, weights)
-
-
-def _weights_damage(info: VersionInfo) -> str | None:
-    """Why ``info``'s weights file does not fit its metadata (missing, truncated, other header)."""
-    weights = info.path
-    if not weights.is_file():
-        return f"weights file {weights.name} is missing"
-    if info.size and weights.stat().st_size != info.size:
-        return (
-            f"weights file {weights.name} has {weights.stat().st_size} bytes, its metadata says "
-            f"{info.size} (truncated or replaced)"
-        )
-    try:
-        ck = read_checkpoint_info(weights)
-    except LLM4SegError as exc:
-        return str(exc)
-    if ck.spec != info.spec or (ck.llm_sha256 or None) != info.llm_sha256:
-        return f"weights file {weights.name} does not match its metadata (spec or LLM hash differ)"
-    return None
+_RESERVED = {"current", _tasks.SHIPPED}
 
 
 class ModelStore:
@@ -274,9 +104,11 @@ class ModelStore:
             info.damaged = _weights_damage(info)
         return info
 
-    def versions(self) -> list[VersionInfo]:
-        """All versions, oldest first; damaged ones are listed with ``damaged`` set."""
+    def versions(self, task: str | None = None) -> list[VersionInfo]:
+        """All versions (of ``task`` only, when given), oldest first; damaged ones have ``damaged`` set."""
         infos = [self._read(n) for n in self._names()]
+        if task is not None:
+            infos = [v for v in infos if v.task == task]
 
         def key(v: VersionInfo) -> tuple[float, int, str]:
             try:
@@ -299,23 +131,36 @@ class ModelStore:
             raise self._unknown(str(name))
         return self._read(name)
 
-    def current(self) -> VersionInfo | None:
-        """The version Segment uses by default: the one rolled back (or forward) to, else the newest.
+    def tasks(self) -> list[str]:
+        """The tasks: ``default``, those of the store's versions and the shipped ones (default first)."""
+        found = {_tasks.DEFAULT_TASK, *_tasks.shipped_tasks(), *_tasks.pointer_tasks(self.root)}
+        found.update(v.task for v in self.versions())
+        return _tasks.ordered(found)
 
-        ``None`` when the store holds no usable version.
-        """
-        pointer = self.root / CURRENT_FILE
+    def _pointer(self, task: str) -> str:
         try:
-            name = pointer.read_text(encoding="utf-8").strip()
+            return _tasks.pointer_file(self.root, task).read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError):
-            name = ""
+            return ""
+
+    def current(self, task: str = _tasks.DEFAULT_TASK) -> VersionInfo | None:
+        """The version Segment uses for ``task``: the one rolled back (or forward) to, else its newest.
+
+        ``None`` when the store holds no usable version of ``task``, or when the
+        task's shipped model was made current again (``rollback_to_shipped``).
+        """
+        name = self._pointer(task)
+        if name == _tasks.SHIPPED and task in _tasks.shipped_tasks():
+            return None
         if name and name in self:
-            return self._read(name)  # chosen explicitly: shown even when damaged (loading says why)
-        usable = [v for v in self.versions() if v.ok]
+            info = self._read(name)
+            if info.task == task:
+                return info  # chosen explicitly: shown even when damaged (loading says why)
+        usable = [v for v in self.versions(task) if v.ok]
         return usable[-1] if usable else None
 
-    def current_name(self) -> str | None:
-        cur = self.current()
+    def current_name(self, task: str = _tasks.DEFAULT_TASK) -> str | None:
+        cur = self.current(task)
         return cur.name if cur else None
 
     # ---- checks -----------------------------------------------------------
@@ -379,15 +224,20 @@ class ModelStore:
         note: str = "",
         make_current: bool = True,
         created: str | None = None,
+        task: str = _tasks.DEFAULT_TASK,
     ) -> VersionInfo:
-        """Save ``model``'s trainable/changed tensors as a new version and return it.
+        """Save ``model``'s trainable/changed tensors as a new version of ``task`` and return it.
 
         ``name`` defaults to the next ``v0001``, ``v0002``...; an existing name
-        is refused. With ``make_current`` (the default) the new version becomes
-        the one Segment uses.
+        (or a task's name) is refused. With ``make_current`` (the default) the
+        new version becomes the one Segment uses for ``task``; other tasks keep theirs.
         """
+        _tasks.validate_task(task)
+        if task in self and task not in self.tasks():
+            raise LLM4SegError(f"{task!r} is the name of a model version; choose another task name")
         if name is not None:
             self.validate_name(name)
+            self._check_not_a_task(name)
         self.root.mkdir(parents=True, exist_ok=True)
         locks.cleanup(self.root)
         if name is None:
@@ -409,6 +259,7 @@ class ModelStore:
         try:
             record: dict[str, Any] = {
                 "store_name": name,
+                "task": task,
                 "parent": parent,
                 "created": created,
                 "data": dict(data or {}),
@@ -427,7 +278,7 @@ class ModelStore:
                 name=name, path=weights, spec=model.spec, llm_sha256=model.llm_source_sha256 or None,
                 parent=parent, created=created, data=record["data"], metrics=record["metrics"],
                 note=note, n_tensors=n_tensors, size=weights.stat().st_size,
-                weights_sha256=_sha256_file(weights), llm4seg_version=__version__,
+                weights_sha256=_sha256_file(weights), llm4seg_version=__version__, task=task,
             )
             atomic_write_text(meta_path, info.to_json())
         except BaseException:
@@ -441,22 +292,48 @@ class ModelStore:
             self.set_current(name)
         return self._read(name)
 
+    def _check_not_a_task(self, name: str) -> None:
+        if name in self.tasks():
+            raise LLM4SegError(f"{name!r} is the name of a task; choose another version name")
+
     def set_current(self, name: str) -> None:
-        """Make ``name`` the version Segment uses (roll back or forward); deletes nothing."""
+        """Make ``name`` the version Segment uses for its task (roll back or forward); deletes nothing.
+
+        Only that task's current changes.
+        """
         info = self.get(name)
         if info.damaged:
             raise LLM4SegError(f"model version {name} is damaged ({info.damaged}); choose another version")
-        atomic_write_text(self.root / CURRENT_FILE, name + "\n")
+        atomic_write_text(_tasks.pointer_file(self.root, info.task), name + "\n")
 
-    def import_file(self, path: str | Path, name: str | None = None) -> VersionInfo:
-        """Add an existing checkpoint file as a new version (checked by loading it first)."""
+    rollback = set_current
+
+    def rollback_to_shipped(self, task: str) -> None:
+        """Make ``task``'s shipped model its current again (Segment uses it); deletes nothing."""
+        if task not in _tasks.shipped_tasks():
+            raise LLM4SegError(f"task {task!r} has no shipped model (shipped tasks: "
+                               f"{', '.join(_tasks.shipped_tasks()) or 'none'})")
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(_tasks.pointer_file(self.root, task), _tasks.SHIPPED + "\n")
+
+    def import_file(self, path: str | Path, name: str | None = None,
+                    task: str | None = None) -> VersionInfo:
+        """Add an existing checkpoint file as a new version (checked by loading it first).
+
+        ``task``: the version's task (default: the one the file's metadata
+        records, else the shipped task the file is, else ``default``).
+        """
         path = Path(path).expanduser()
+        if task is not None:
+            _tasks.validate_task(task)
         if name is not None:
             self.validate_name(name)
             if name in self:
                 raise LLM4SegError(f"model version {name!r} already exists in {self.root}; choose another name")
         model, ck = load_checkpoint(path, device="cpu")
         meta = ck.meta if isinstance(ck.meta, dict) else {}
+        if task is None:
+            task = _tasks.task_from_meta(meta) or _tasks.shipped_task_of(path) or _tasks.DEFAULT_TASK
         data = dict(meta.get("data") or {}) if isinstance(meta.get("data"), dict) else {}
         data["imported_from"] = str(path.resolve())
         if meta.get("created"):
@@ -465,7 +342,7 @@ class ModelStore:
             data["original_name"] = meta["store_name"]
         metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
         note = str(meta.get("note") or f"imported from {path.name}")
-        return self.save(model, name=name, data=data, metrics=metrics, note=note)
+        return self.save(model, name=name, data=data, metrics=metrics, note=note, task=task)
 
     # ---- comparing ----------------------------------------------------------
     def compare(self, a: str | VersionInfo, b: str | VersionInfo) -> dict[str, Any]:

@@ -100,7 +100,7 @@ class WidgetControls(WidgetLayout):
         self.state.set_model_choices(choices, select)
 
     def select_model(self, arg: str | None, text: str | None = None) -> None:
-        """Select the model ``arg`` (a version, a checkpoint path or a spec); listed when absent.
+        """Select the model ``arg`` (a task, a version, a checkpoint path or a spec); listed when absent.
 
         ``text``: what the picker shows for a model it did not list (default "custom: <arg>").
         """

@@ -82,7 +82,8 @@ class WidgetLayout(QWidget):
         form.addRow("Series", self.series_row)
         self.series_form = form
         form.setRowVisible(self.series_row, False)  # shown for folders with several series
-        self.model_combo = self._combo("model: a version of the model store, or untrained")
+        self.model_combo = self._combo("model: a task (its current version), a version of the "
+                                       "model store, or untrained")
         self.model_combo.setMinimumContentsLength(22)
         self.refresh_button = QToolButton()
         self.refresh_button.setText("↻")

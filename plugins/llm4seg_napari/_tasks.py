@@ -142,7 +142,7 @@ def finetune_job(model_arg: str | None, device: str, corrections: Any, steps: in
     """Fine-tune ``model_arg`` on ``corrections`` and save a new version (parent = that model).
 
     A fresh copy of the model is loaded (a cached Segmenter keeps its
-    weights); the new version becomes the store's current one. Raises
+    weights); the new version joins the base's task and becomes its current one. Raises
     Cancelled when the callbacks cancel it: nothing is saved then.
     """
     from llm4seg_core.inference import Segmenter

@@ -1,7 +1,7 @@
 """What the model and device pickers offer, without Qt.
 
-:func:`model_choices` lists the model store's versions (and the default and
-untrained specs); :func:`device_choices` the places the model can run. The
+:func:`model_choices` lists the model store's tasks, each with its versions
+(and the default and untrained specs); :func:`device_choices` the places the model can run. The
 widget shows them in its combo boxes, the app in its menus; both read them
 from :class:`~llm4seg_napari.state.WidgetState`.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llm4seg_core.metrics import format_metrics
-from llm4seg_core.store import ModelStore, VersionInfo, default_checkpoint
+from llm4seg_core.store import DEFAULT_TASK, ModelStore, VersionInfo, default_checkpoint, shipped_tasks
 
 __all__ = ["UNTRAINED_CHOICES", "Choice", "auto_device_text", "device_choices", "model_choices"]
 
@@ -33,7 +33,7 @@ class Choice:
 
 
 def _version_choice(v: VersionInfo, current: str | None) -> Choice:
-    bits = [v.name]
+    bits = [f"{v.task}: {v.name}"]
     if v.name == current:
         bits.append("(current)")
     if v.damaged:
@@ -42,7 +42,7 @@ def _version_choice(v: VersionInfo, current: str | None) -> Choice:
         text = format_metrics(v.metrics, 2, for_display=True)
         if text:
             bits.append("· " + text)
-    tip = [f"model version {v.name}", f"LLM layer: {v.llm}", f"created {v.created}"]
+    tip = [f"model version {v.name} of task {v.task}", f"LLM layer: {v.llm}", f"created {v.created}"]
     if v.parent:
         tip.append(f"fine-tuned from {v.parent}")
     if v.note:
@@ -52,8 +52,24 @@ def _version_choice(v: VersionInfo, current: str | None) -> Choice:
     return Choice(v.name, " ".join(bits), "\n".join(tip), enabled=v.ok)
 
 
+def _task_choice(task: str, current: VersionInfo | None, shipped: dict) -> Choice:
+    """A task's entry (its argument: the task name): its current version, else its shipped model."""
+    if current is not None:
+        return Choice(task, f"{task}: current version ({current.name})",
+                      f"task {task}: the model store's current {task} version")
+    if task in shipped:
+        return Choice(task, f"{task}: shipped", f"task {task}: the shipped model {shipped[task]}")
+    return Choice(task, f"{task}: no usable version", f"task {task}: every version is damaged",
+                  enabled=False)
+
+
 def model_choices(store: ModelStore) -> list[Choice]:
-    """The model picker's entries: default, the store's versions (newest first), untrained specs."""
+    """The model picker's entries, grouped by task, then the untrained specs.
+
+    Task ``default`` first: its entry (argument ``None``, the default model)
+    and its versions (newest first); then each other task: its entry
+    (argument: the task name) and its versions.
+    """
     current = store.current()
     if current is not None:
         default = Choice(None, f"default: current version ({current.name})",
@@ -63,11 +79,18 @@ def model_choices(store: ModelStore) -> list[Choice]:
     else:
         default = Choice(None, "default: untrained LLM4Seg (no trained model yet)",
                          "no model version and no shipped checkpoint: fine-tune one first")
-    versions = [_version_choice(v, current.name if current else None)
-                for v in reversed(store.versions())]
+    versions = store.versions()
+    shipped = shipped_tasks()
+    out = [default]
+    for task in store.tasks():
+        cur = current if task == DEFAULT_TASK else store.current(task)
+        if task != DEFAULT_TASK:
+            out.append(_task_choice(task, cur, shipped))
+        out += [_version_choice(v, cur.name if cur else None)
+                for v in reversed(versions) if v.task == task]
     untrained = [Choice(arg, text, f"model spec {arg!r}, random weights")
                  for text, arg in UNTRAINED_CHOICES]
-    return [default, *versions, *untrained]
+    return [*out, *untrained]
 
 
 def auto_device_text() -> str:

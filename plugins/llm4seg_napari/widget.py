@@ -158,8 +158,10 @@ class LLM4SegWidget(WidgetControls):
     # ================================================================== segment
     def _segmenter_key(self, store: ModelStore) -> tuple[str, str]:
         arg = self.state.model_arg
-        model = arg if arg is not None else f"default:{store.current_name()}"
-        return model, self.state.device_arg
+        if arg is None or (arg not in store and arg in store.tasks()):  # a task: its current now
+            task = arg or "default"
+            return f"{task}:{store.current_name(task)}", self.state.device_arg
+        return arg, self.state.device_arg
 
     def segment(self, scope: str | None = None) -> bool:
         """Segment the whole volume or the current slice (``scope`` "volume"/"slice").

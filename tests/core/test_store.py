@@ -63,6 +63,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.chdir(cwd)
     monkeypatch.setenv("LLM4SEG_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(resolve_module, "default_checkpoint", lambda: None)
+    monkeypatch.setattr("llm4seg_core.paths.shipped_models_dirs", lambda: [])  # no shipped tasks
     yield cwd
     assert list(cwd.iterdir()) == [], "the store wrote into the working directory"
 
@@ -371,13 +372,15 @@ def test_cli_models_commands(store, m1, m2, tmp_path, capsys):
     assert main(["models", *s]) == 0
     text = capsys.readouterr().out
     assert str(store.root) in text
+    assert "task default: current v0002" in text.splitlines()  # one task, grouped under it
     rows = {line.split()[1] if line.startswith("*") else line.split()[0]: line
-            for line in text.splitlines()[2:-1]}
+            for line in text.splitlines()[2:-1] if not line.startswith("task ")}
     assert rows["v0002"].startswith("*") and "v0001" in rows["v0002"] and "val_dice=0.6000" in rows["v0002"]
     assert "smollm2 layer 14" in rows["v0001"] and not rows["v0001"].startswith("*")
     assert main(["models", "show", "v0002", *s]) == 0
     text = capsys.readouterr().out
     assert "parent:   v0001" in text and "fine-tuned" in text and "val_iou: 0.4300" in text
+    assert "task:     default" in text and "name:     v0002  (current)" in text
     assert main(["models", *s, "compare", "v0001", "v0002"]) == 0
     text = capsys.readouterr().out
     assert "val_dice" in text and "(+0.1000)" in text and "spec: the same" in text

@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Export a trained run as a shipped zoo model, and score what ships on the dataset's val split.
+
+    .venv/bin/python scripts/export_zoo_model.py out/train/kvasir_llm4seg_128/best.safetensors \\
+        --task polyp --dataset ../shared/data/kvasir --labels polyp \\
+        --data-name "Kvasir-SEG" --license "research and educational use only (Simula)" \\
+        [--out resources/models] [--eval-only]
+
+Writes ``<out>/<task>.safetensors`` (the stored tensors in fp16, with the task,
+the label names and colours, the training data and its license in the
+checkpoint's metadata) and prints the val-split scores of THAT file, read back
+and run through the same :class:`~llm4seg_core.inference.Segmenter` a user
+gets, at each picture's own resolution: Dice, IoU and HD95 (pixels) per
+picture, their mean and spread. The model card (``<task>.md``) is written by
+hand from these figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c")
+
+
+def export(src: Path, dst: Path, args: argparse.Namespace) -> dict:
+    import torch
+
+    from llm4seg_core.store import load_checkpoint, read_checkpoint_info, save_checkpoint
+
+    model, _ = load_checkpoint(src)
+    trained = read_checkpoint_info(src).meta
+    names = args.labels.split(",")
+    meta = {
+        "task": args.task,
+        "labels": [{"value": i + 1, "name": n, "color": COLOURS[i % len(COLOURS)]}
+                   for i, n in enumerate(names)],
+        "data": {"name": args.data_name, "license": args.license, "split": "train split only"},
+        "trained": {k: trained.get(k) for k in ("config", "metrics", "dataset", "split", "labels")
+                    if k in trained},
+        "intended_use": "research and demonstration; not for diagnosis",
+    }
+    path = save_checkpoint(model, dst, meta, float_dtype=torch.float16)
+    return {"path": str(path), "bytes": path.stat().st_size}
+
+
+def evaluate(model_path: Path, dataset: Path, device: str) -> dict:
+    from llm4seg_core.datasets import open_dataset
+    from llm4seg_core.inference import Segmenter
+    from llm4seg_core.io import read_image, read_mask
+    from llm4seg_core.metrics import score
+
+    data = open_dataset(dataset)
+    seg = Segmenter.load(str(model_path), device=device)
+    rows = []
+    t0 = time.perf_counter()
+    for case in data.split.val:
+        vol = read_image(data.images[case])
+        ref = read_mask(data.masks[0][case])
+        pred = seg.segment(vol)
+        s = score(pred, ref, label=1, spacing_zyx=vol.scale_zyx).to_dict()
+        rows.append({"case": case, **{k: s[k] for k in ("dice", "iou", "hd95")}})
+    seconds = time.perf_counter() - t0
+
+    def stats(key: str) -> dict:
+        v = np.array([r[key] for r in rows if r[key] is not None], float)
+        return {"mean": float(v.mean()), "sd": float(v.std()), "median": float(np.median(v)), "n": int(v.size)}
+
+    return {"cases": len(rows), "seconds": round(seconds, 1), "split": data.split.origin,
+            "dice": stats("dice"), "iou": stats("iou"), "hd95_px": stats("hd95"), "rows": rows}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--task", required=True)
+    p.add_argument("--dataset", type=Path, required=True)
+    p.add_argument("--labels", required=True, help="label names, comma-separated, in value order")
+    p.add_argument("--data-name", default="")
+    p.add_argument("--license", default="")
+    p.add_argument("--out", type=Path, default=ROOT / "resources" / "models")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--eval-only", action="store_true", help="score CHECKPOINT itself, export nothing")
+    p.add_argument("--json", type=Path, help="also write the scores here")
+    args = p.parse_args()
+    target = args.checkpoint
+    if not args.eval_only:
+        info = export(args.checkpoint, args.out / f"{args.task}.safetensors", args)
+        print(f"wrote {info['path']} ({info['bytes'] / 2**20:.1f} MiB)")
+        target = Path(info["path"])
+    res = evaluate(target, args.dataset, args.device)
+    print(f"{target.name} on {args.dataset.name} val ({res['split']}, {res['cases']} pictures, "
+          f"{res['seconds']} s): Dice {res['dice']['mean']:.4f} (sd {res['dice']['sd']:.3f}, "
+          f"median {res['dice']['median']:.4f}), IoU {res['iou']['mean']:.4f}, "
+          f"HD95 {res['hd95_px']['mean']:.1f} px")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(res, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
