@@ -39,6 +39,9 @@ def export(src: Path, dst: Path, args: argparse.Namespace) -> dict:
     model, _ = load_checkpoint(src)
     trained = read_checkpoint_info(src).meta
     names = args.labels.split(",")
+    if len(names) != model.spec.num_classes:
+        raise SystemExit(f"--labels names {len(names)} label(s); the model has {model.spec.num_classes}")
+    model.spec = model.spec.with_(label_names=tuple(names))
     meta = {
         "task": args.task,
         "labels": [{"value": i + 1, "name": n, "color": COLOURS[i % len(COLOURS)]}

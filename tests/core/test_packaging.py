@@ -18,3 +18,12 @@ def test_pyproject_lists_every_package_folder():
             found.add(".".join((name, *rel.parts)))
     assert found == listed, f"missing from pyproject: {sorted(found - listed)}; " \
                             f"listed but absent: {sorted(listed - found)}"
+
+
+def test_wheels_carry_every_shipped_model_and_its_card():
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    shipped = set(conf["data-files"]["share/llm4seg/models"])
+    for weights in sorted((ROOT / "resources" / "models").glob("*.safetensors")):
+        for f in (weights, weights.with_suffix(".md")):
+            assert f.is_file(), f"{f.name}: every shipped model needs its model card"
+            assert f"resources/models/{f.name}" in shipped, f"{f.name} is missing from data-files"
