@@ -70,15 +70,24 @@ def evaluate(model_path: Path, dataset: Path, device: str) -> dict:
         ref = read_mask(data.masks[0][case])
         pred = seg.segment(vol)
         s = score(pred, ref, label=1, spacing_zyx=vol.scale_zyx).to_dict()
-        rows.append({"case": case, **{k: s[k] for k in ("dice", "iou", "hd95")}})
+        rows.append({"case": case, "ref_empty": not ref.any(),
+                     **{k: s[k] for k in ("dice", "iou", "hd95")}})
     seconds = time.perf_counter() - t0
 
-    def stats(key: str) -> dict:
-        v = np.array([r[key] for r in rows if r[key] is not None], float)
+    def stats(key: str, only_lesions: bool = False) -> dict:
+        v = np.array([r[key] for r in rows if r[key] is not None
+                      and not (only_lesions and r["ref_empty"])], float)
+        if not v.size:
+            return {"mean": None, "sd": None, "median": None, "n": 0}
         return {"mean": float(v.mean()), "sd": float(v.std()), "median": float(np.median(v)), "n": int(v.size)}
 
+    empty = [r for r in rows if r["ref_empty"]]
     return {"cases": len(rows), "seconds": round(seconds, 1), "split": data.split.origin,
-            "dice": stats("dice"), "iou": stats("iou"), "hd95_px": stats("hd95"), "rows": rows}
+            "dice": stats("dice"), "iou": stats("iou"), "hd95_px": stats("hd95"),
+            # pictures with nothing to find (BUSI's normal cases): Dice is 1 only for an empty mask
+            "empty_references": len(empty),
+            "empty_references_left_empty": sum(r["dice"] == 1.0 for r in empty),
+            "dice_lesions": stats("dice", True), "iou_lesions": stats("iou", True), "rows": rows}
 
 
 def main() -> int:
@@ -104,6 +113,11 @@ def main() -> int:
           f"{res['seconds']} s): Dice {res['dice']['mean']:.4f} (sd {res['dice']['sd']:.3f}, "
           f"median {res['dice']['median']:.4f}), IoU {res['iou']['mean']:.4f}, "
           f"HD95 {res['hd95_px']['mean']:.1f} px")
+    if res["empty_references"]:
+        print(f"  {res['empty_references']} pictures have an empty reference "
+              f"({res['empty_references_left_empty']} left empty by the model); on the "
+              f"{res['dice_lesions']['n']} with a lesion: Dice {res['dice_lesions']['mean']:.4f} "
+              f"(sd {res['dice_lesions']['sd']:.3f}), IoU {res['iou_lesions']['mean']:.4f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=1) + "\n")
