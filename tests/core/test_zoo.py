@@ -15,7 +15,7 @@ SHIPPED = sorted(shipped_models_dirs()[0].glob("*.safetensors"))
 
 def test_the_zoo_is_there():
     names = {p.stem for p in SHIPPED}
-    assert {"default", "polyp"} <= names
+    assert {"default", "polyp", "breast-us"} <= names
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
