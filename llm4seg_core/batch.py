@@ -31,13 +31,20 @@ def stem_of(path: Path) -> str:
     return path.name[: -len(suffix)] if suffix else path.name
 
 
-def list_pictures(folder: str | Path) -> list[Path]:
-    """The pictures directly in ``folder`` (not in sub-folders, not hidden), sorted by name."""
-    from llm4seg_core.io import PICTURE_SUFFIXES, suffix_of
+def _files(folder: str | Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """The files directly in ``folder`` (not in sub-folders, not hidden) with one of
+    ``suffixes``, sorted by name."""
+    from llm4seg_core.io import suffix_of
 
-    folder = Path(folder).expanduser()
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and suffix_of(p) in PICTURE_SUFFIXES)
+    return sorted(p for p in Path(folder).expanduser().iterdir()
+                  if p.is_file() and not p.name.startswith(".") and suffix_of(p) in suffixes)
+
+
+def list_pictures(folder: str | Path) -> list[Path]:
+    """The PNG/JPG/BMP/TIFF pictures directly in ``folder``, sorted by name."""
+    from llm4seg_core.io import PICTURE_SUFFIXES
+
+    return _files(folder, PICTURE_SUFFIXES)
 
 
 def is_picture_folder(folder: str | Path) -> bool:
@@ -141,17 +148,15 @@ class FolderScores:
 
 
 def _masks_by_stem(folder: Path) -> dict[str, Path]:
-    from llm4seg_core.io import SUPPORTED_MASK_SUFFIXES, suffix_of
+    from llm4seg_core.io import PICTURE_SUFFIXES, SUPPORTED_MASK_SUFFIXES
 
-    return {stem_of(p): p for p in sorted(folder.iterdir())
-            if p.is_file() and not p.name.startswith(".")
-            and suffix_of(p) in SUPPORTED_MASK_SUFFIXES + (".jpg", ".jpeg", ".bmp", ".tif", ".tiff")}
+    return {stem_of(p): p for p in _files(folder, SUPPORTED_MASK_SUFFIXES + PICTURE_SUFFIXES)}
 
 
 def score_folders(pred_folder: str | Path, ref_folder: str | Path, *,
                   with_hd95: bool = True) -> FolderScores:
     """Score every reference mask of ``ref_folder`` against the prediction of the same stem."""
-    from llm4seg_core.io import read_image, read_mask
+    from llm4seg_core.io import mask_labels, read_image, read_mask
     from llm4seg_core.metrics import score_labels
 
     preds = _masks_by_stem(Path(pred_folder).expanduser())
@@ -162,17 +167,17 @@ def score_folders(pred_folder: str | Path, ref_folder: str | Path, *,
                        unmatched=sorted(set(preds) - set(refs)))
     pairs = []
     for name in sorted(set(refs) & set(preds)):
-        ref, pred = read_mask(refs[name]), read_mask(preds[name])
+        ref_vol = read_image(refs[name])  # its spacing is the one HD95 is measured in
+        ref, pred = mask_labels(ref_vol, refs[name]), read_mask(preds[name])
         if pred.shape != ref.shape:
             raise LLM4SegError(f"{preds[name].name} has shape {pred.shape} but its reference "
                                f"{refs[name].name} has shape {ref.shape}")
-        pairs.append((name, pred, ref))
+        pairs.append((name, pred, ref, ref_vol.scale_zyx))
     # every label of the folder is scored in every case: a case where both masks lack it
     # scores 1.0 (nothing to find, nothing found), as for one mask
-    labels = sorted(set().union(*({int(v) for v in np.unique(a)} for _, p, r in pairs
+    labels = sorted(set().union(*({int(v) for v in np.unique(a)} for _, p, r, _ in pairs
                                   for a in (p, r))) - {0})
-    for name, pred, ref in pairs:
-        spacing = read_image(refs[name]).scale_zyx
+    for name, pred, ref, spacing in pairs:
         out.cases.append(CaseScores(name, score_labels(pred, ref, spacing_zyx=spacing,
                                                        labels=labels, with_hd95=with_hd95)))
     if not out.cases:

@@ -139,8 +139,16 @@ class FinetuneOutcome:
     version: VersionInfo | None  # the saved store version, None when not saved
     seconds: float  # the whole call: loading, fine-tuning, saving
     metrics: dict[str, Any] | None = None  # the record saved with the model (JSON-safe)
-    parent: str | None = None  # the base's name as a parent: a version or a checkpoint file
-    task: str = "default"  # the base's task: where the version was (or would be) saved
+
+    @property
+    def parent(self) -> str | None:
+        """The base's name as a parent (a version or a checkpoint file); None when untrained."""
+        return self.base.name if self.base.trained else None
+
+    @property
+    def task(self) -> str:
+        """The base's task: where the version was (or would be) saved."""
+        return self.base.task
 
 
 def _fresh_model(base: str | Path | None | ResolvedModel,
@@ -206,9 +214,8 @@ def finetune_corrections(base: str | Path | None | ResolvedModel, corrections: C
     if result.cancelled:
         raise Cancelled(f"fine-tuning cancelled after {result.steps} of {cfg.steps} steps; "
                         "nothing was saved")
-    parent = resolved.name if resolved.trained else None
     metrics = _saved_metrics(result)
-    version = None
+    outcome = FinetuneOutcome(model, resolved, cfg, result, None, 0.0, metrics)
     if save:
         volume = corrections.volume
         image = volume.source or ""
@@ -219,16 +226,22 @@ def finetune_corrections(base: str | Path | None | ResolvedModel, corrections: C
             "finetune": cfg.to_dict(),
             "base_model": resolved.name,
         }
-        version = store.save(
-            model, name=name, parent=parent, data=record, metrics=metrics, task=resolved.task,
+        outcome.version = store.save(
+            model, name=name, parent=outcome.parent, data=record, metrics=metrics,
+            task=outcome.task,
             note=note or (f"fine-tuned on {len(corrections.slices)} corrected slice(s) of "
                           f"{Path(image).name if image else 'an image'}, from {resolved.name}"),
         )
-    return FinetuneOutcome(model, resolved, cfg, result, version, time.perf_counter() - t0,
-                           metrics, parent, resolved.task)
+    outcome.seconds = time.perf_counter() - t0
+    return outcome
 
 
 # --------------------------------------------------------------------------- segment the rest
+
+
+def _uncorrected(n_slices: int, corrected_slices: Sequence[int]) -> list[int]:
+    done = {int(z) for z in corrected_slices}
+    return [z for z in range(n_slices) if z not in done]
 
 
 def segment_rest(model_or_segmenter: Any, volume: Volume, labels: np.ndarray,
@@ -246,8 +259,7 @@ def segment_rest(model_or_segmenter: Any, volume: Volume, labels: np.ndarray,
     if not isinstance(seg, Segmenter):
         seg = Segmenter(seg, device=device, batch_size=batch_size)
     out = np.array(labels, dtype=np.uint8, copy=True)
-    done = set(int(z) for z in corrected_slices)
-    others = [z for z in range(volume.n_slices) if z not in done]
+    others = _uncorrected(volume.n_slices, corrected_slices)
     if others:
         seg.segment(volume, slices=others, callbacks=callbacks, out=out)
     return out
@@ -285,8 +297,7 @@ def correction_loop(base: str | Path | None | ResolvedModel, corrections: Correc
     outcome = finetune_corrections(base, corrections, cfg, callbacks, store=store, save=save,
                                    name=name, data=data, note=note)
     volume, zs = corrections.volume, list(corrections.slices)
-    done = set(zs)
-    segmented = [z for z in range(volume.n_slices) if z not in done]
+    segmented = _uncorrected(volume.n_slices, zs)
     raw = segment_rest(outcome.model, volume, corrections.labels, zs, segment_callbacks,
                        device=device, batch_size=batch_size)
     if not keep:

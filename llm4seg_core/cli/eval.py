@@ -17,14 +17,14 @@ HELP = "score a predicted mask against a reference mask, per label"
 
 
 def run(args: argparse.Namespace) -> int:
-    from llm4seg_core.io import read_image, read_mask
+    from llm4seg_core.io import mask_labels, read_image, read_mask
     from llm4seg_core.metrics import METRIC_NAMES, score_labels
     from llm4seg_core.slices import parse_slices
 
     if Path(args.prediction).is_dir() and Path(args.reference).is_dir():
         return _run_folders(args)
-    ref_vol = read_image(args.reference)
-    ref = read_mask(args.reference)
+    ref_vol = read_image(args.reference)  # its spacing is the one HD95 is measured in
+    ref = mask_labels(ref_vol, args.reference)
     pred = read_mask(args.prediction)
     if pred.shape != ref.shape:
         raise LLM4SegError(

@@ -44,7 +44,13 @@ from llm4seg_core.io.formats import (
     is_dicom_file,
     suffix_of,
 )
-from llm4seg_core.io.masks import check_mask_path, mask_suffix_for, read_mask, write_mask
+from llm4seg_core.io.masks import (
+    check_mask_path,
+    mask_labels,
+    mask_suffix_for,
+    read_mask,
+    write_mask,
+)
 from llm4seg_core.io.read import read_image
 from llm4seg_core.io.volume import DicomSeries, Volume
 
@@ -62,6 +68,7 @@ __all__ = [
     "has_dicom_preamble",
     "is_dicom_file",
     "list_dicom_series",
+    "mask_labels",
     "mask_suffix_for",
     "read_image",
     "read_mask",

@@ -135,7 +135,14 @@ def read_mask(path: str | os.PathLike[str], reference: Volume | None = None) -> 
     With ``reference``, the mask's shape must be the image's spatial shape.
     """
     p = Path(path).expanduser()
-    vol = read_image(p)
+    return mask_labels(read_image(p), p, reference)
+
+
+def mask_labels(vol: Volume, path: str | os.PathLike[str],
+                reference: Volume | None = None) -> np.ndarray:
+    """The labels of a mask already read as ``vol`` from ``path`` (see :func:`read_mask`);
+    for a caller that also needs the mask's own geometry, without reading the file twice."""
+    p = Path(path)
     arr = vol.array
     if vol.is_rgb:
         if not (
