@@ -50,6 +50,14 @@ def export(src: Path, dst: Path, args: argparse.Namespace) -> dict:
         "trained": {k: trained.get(k) for k in ("config", "metrics", "dataset", "split", "labels")
                     if k in trained},
         "intended_use": "research and demonstration; not for diagnosis",
+        # what images the model is for: read by the model suggestion of the UIs
+        "fits": {
+            "kind": args.kind,
+            "rgb": model.spec.in_channels == 3 and args.kind == "2d",
+            "modality": args.modality,
+            "body_part": args.body_part,
+            "keywords": [k for k in args.keywords.split(",") if k],
+        },
     }
     path = save_checkpoint(model, dst, meta, float_dtype=torch.float16)
     return {"path": str(path), "bytes": path.stat().st_size}
@@ -98,6 +106,12 @@ def main() -> int:
     p.add_argument("--labels", required=True, help="label names, comma-separated, in value order")
     p.add_argument("--data-name", default="")
     p.add_argument("--license", default="")
+    p.add_argument("--kind", choices=("2d", "3d"), required=True, help="pictures or volumes")
+    p.add_argument("--modality", required=True,
+                   help="DICOM modality code the model is for: US, CT, MR, ES (endoscopy), XC (camera)")
+    p.add_argument("--body-part", default="", help="DICOM BodyPartExamined, e.g. BREAST, THYROID")
+    p.add_argument("--keywords", default="",
+                   help="comma-separated words that, in a file or series name, point to this model")
     p.add_argument("--out", type=Path, default=ROOT / "resources" / "models")
     p.add_argument("--device", default="cpu")
     p.add_argument("--eval-only", action="store_true", help="score CHECKPOINT itself, export nothing")

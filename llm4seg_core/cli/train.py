@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             schedule=args.schedule or defaults.schedule,
             warmup_steps=args.warmup or 0,
             eval_every=args.eval_every or defaults.eval_every,
+            augment=args.augment != "none",
         )
     # decoded and resized once; with DataLoader workers each process would keep its own copy
     keep_mb = args.keep_mb if cfg.num_workers == 0 else 0
@@ -96,6 +97,11 @@ def run(args: argparse.Namespace) -> int:
     log(data.describe())
     log(f"{len(train_ds)} training / {len(val_ds)} validation slices; labels {list(label_map.values)}"
         f" -> num_classes {spec.num_classes}")
+    contoured = getattr(data, "contoured", None)
+    if contoured is not None:
+        partial = sum(len(v) < len(label_map.values) for v in contoured.values())
+        log(f"partial labels: {partial} of {len(contoured)} cases lack some structures "
+            "(cases.json); those are left out of the loss there, not taken for background")
     model = build_model(spec, device="cpu", seed=args.seed)
     cancel_meta = {"dataset": str(Path(args.dataset).expanduser().resolve()),
                    "split": data.split.origin, "labels": list(label_map.values)}
@@ -158,6 +164,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-mb", type=float, default=2048,
                    help="memory for decoded, resized items, kept after their first read (default 2048)")
     p.add_argument("--trainable", default="all-but-llm", choices=TRAINABLE, help="what gets gradients")
+    p.add_argument("--augment", choices=("dihedral", "none"), default="dihedral",
+                   help="the 8 rotations/flips (default), or none: for labels with a side "
+                        "(left/right organs), which a flip would swap")
     p.add_argument("--crop", type=int, help="train on random crops of this size (multiple of 16)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps")
     p.add_argument("--split-name", help="use <NAME>_train.txt / <NAME>_val.txt")

@@ -59,6 +59,5 @@ def open_dataset(path: str | Path, *, split_name: str | None = None, split: Spli
     if (root / "images").is_dir() or (root / "masks").is_dir():
         return Folder2D(root, split_name=split_name, split=split, seed=seed,
                         val_fraction=val_fraction)
-    if split_name:
-        raise LLM4SegError("--split-name applies to 2D dataset folders (images/ + masks/0/) only")
-    return VolumePairs(root, split=split, seed=seed, val_fraction=val_fraction)
+    return VolumePairs(root, split_name=split_name, split=split, seed=seed,
+                       val_fraction=val_fraction)

@@ -2,7 +2,8 @@
 
 ``<root>/images/<case>.<ext>``, ``<root>/masks/0/<case>.<ext>`` (png/jpg/bmp/tif;
 0/255 or label values; ``masks/1``, ``masks/2``... hold further classes when
-present) with split files ``<name>_train.txt`` / ``<name>_val.txt``; without
+present; or ``masks/<case>.<ext>`` label-index maps, 0 background, as in ACDC
+slices) with split files ``<name>_train.txt`` / ``<name>_val.txt``; without
 split files a seeded 80/20 split is made (the caller stores it with the run).
 Pictures are read when an item is asked for.
 """
@@ -16,7 +17,7 @@ import numpy as np
 
 from llm4seg_core.datasets.files import case_stem, listing
 from llm4seg_core.datasets.items import ModelGrid, SliceDataset, make_item
-from llm4seg_core.datasets.labels import LabelMap, Split, random_split
+from llm4seg_core.datasets.labels import LabelMap, Split, read_split_files
 from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.io import PICTURE_SUFFIXES, Volume, read_image, read_mask, suffix_of
 from llm4seg_core.preprocess import intensity_range
@@ -49,8 +50,12 @@ class Folder2D:
             (d for d in mask_root.iterdir() if d.is_dir() and d.name.isdigit()),
             key=lambda d: int(d.name),
         )
+        if not self.mask_dirs and self._pictures(mask_root):
+            self.mask_dirs = [mask_root]  # masks/<case>.png: label-index maps (ACDC slices)
         if not self.mask_dirs:
-            raise LLM4SegError(f"{mask_root} has no class folder 0/; put the masks in {mask_root / '0'}")
+            raise LLM4SegError(
+                f"{mask_root} has no class folder 0/ and no masks; put the masks in {mask_root / '0'}"
+            )
         self.images = self._pictures(img_dir)
         if not self.images:
             raise LLM4SegError(f"no pictures (png/jpg/bmp/tif) in {img_dir}")
@@ -94,36 +99,11 @@ class Folder2D:
         return out
 
     def _read_split(self, name: str | None, seed: int, val_fraction: float) -> Split:
-        places = [self.root, self.root.parent]
-        if name is None:
-            names = sorted({p.name[: -len("_train.txt")] for d in places
-                            for p in d.glob("*_train.txt")})
-            names = [n for n in names if any((d / f"{n}_val.txt").is_file() for d in places)]
-            if len(names) > 1:
-                raise LLM4SegError(
-                    f"several split files next to {self.root}: {', '.join(names)}; choose one "
-                    "with --split-name"
-                )
-            if not names:
-                return random_split(self.cases, seed, val_fraction)
-            name = names[0]
-        for d in places:
-            tr, va = d / f"{name}_train.txt", d / f"{name}_val.txt"
-            if tr.is_file() and va.is_file():
-                return Split(self._ids(tr), self._ids(va), origin=f"{tr.name} / {va.name}")
-        raise LLM4SegError(f"no split files {name}_train.txt and {name}_val.txt in {self.root}")
-
-    def _ids(self, path: Path) -> list[str]:
-        ids = []
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
+        def to_id(line: str) -> str:
             p = Path(line)
-            ids.append(case_stem(p) if suffix_of(p) in PICTURE_SUFFIXES else p.name)
-        if not ids:
-            raise LLM4SegError(f"split file {path} lists no cases")
-        return ids
+            return case_stem(p) if suffix_of(p) in PICTURE_SUFFIXES else p.name
+
+        return read_split_files(self.root, name, self.cases, seed, val_fraction, to_id)
 
     def _read_pair(self, case: str) -> tuple[Volume, np.ndarray]:
         img_path = self.images[case]

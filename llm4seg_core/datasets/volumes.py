@@ -3,7 +3,10 @@
 ``imagesTr/`` + ``labelsTr/`` (nnU-Net naming, ``case_0000.nii.gz`` /
 ``case.nii.gz``) or ``<case>_image.<ext>`` / ``<case>_label.<ext>`` files in
 one folder (the demo data folder). Every slice holding a label is used, plus
-a seeded share of empty slices. Volumes stay in their file's dtype (int16 for
+a seeded share of empty slices. A ``cases.json`` with ``labels_present`` per
+case marks partial labels: items then carry which classes were contoured
+(``(x, y, present)``), and the loss leaves the others out instead of taking
+them for background. Volumes stay in their file's dtype (int16 for
 CT) in a small LRU cache bounded in bytes, and labels as uint8.
 """
 
@@ -17,15 +20,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from llm4seg_core.datasets.files import case_stem, listing
 from llm4seg_core.datasets.items import ModelGrid, SliceDataset, make_item
-from llm4seg_core.datasets.labels import LabelMap, Split, random_split
+from llm4seg_core.datasets.labels import LabelMap, Split, read_contoured, read_split_files
 from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.io import VOLUME_SUFFIXES, Volume, read_image, read_mask, suffix_of
 from llm4seg_core.preprocess import intensity_range
 
-__all__ = ["VolumePairs"]
+__all__ = ["VolumePairs", "present_classes"]
+
+
+def present_classes(values: frozenset[int], label_map: LabelMap) -> torch.Tensor:
+    """Bool ``(num_classes,)`` (at least 2): True for background and each contoured class."""
+    lut = label_map.lut()
+    present = torch.zeros(max(2, label_map.num_classes), dtype=torch.bool)
+    present[0] = True
+    for v in values:
+        if 0 < v < 256 and lut[v]:
+            present[int(lut[v])] = True
+    return present
 
 
 class _LRU:
@@ -52,6 +67,10 @@ class _LRU:
 class VolumePairs:
     """3D image/label pairs, sampled slice-wise.
 
+    The split: ``split`` (e.g. read back from a run folder), else the split
+    files ``<name>_train.txt`` / ``<name>_val.txt`` (``split_name``, or the one
+    pair in the folder), else a seeded random split.
+
     ``empty_fraction``: per case, the number of label-free slices kept is this
     fraction of its labelled slices (seeded choice); 1.0 with ``all_slices``
     keeps every slice. ``cache_bytes`` bounds the volumes kept in RAM (in their
@@ -60,7 +79,8 @@ class VolumePairs:
 
     kind = "3d"
 
-    def __init__(self, root: str | Path, *, split: Split | None = None, seed: int = 0,
+    def __init__(self, root: str | Path, *, split_name: str | None = None,
+                 split: Split | None = None, seed: int = 0,
                  val_fraction: float = 0.2, empty_fraction: float = 0.25,
                  all_slices: bool = False, cache_bytes: int = 1 << 30) -> None:
         self.root = Path(root).expanduser()
@@ -68,10 +88,19 @@ class VolumePairs:
             raise LLM4SegError(f"no such dataset folder: {self.root}")
         self.pairs = self._discover()
         self.cases = sorted(self.pairs)
-        self.split = split or random_split(self.cases, seed, val_fraction)
+        self.split = split or read_split_files(self.root, split_name, self.cases, seed, val_fraction,
+                                               lambda line: case_stem(Path(line)))
         unknown = sorted((set(self.split.train) | set(self.split.val)) - set(self.cases))
         if unknown:
             raise LLM4SegError(f"the split names case(s) not in {self.root}: {listing(unknown)}")
+        self.contoured = read_contoured(self.root)
+        if self.contoured is not None:
+            unlisted = sorted(set(self.cases) - set(self.contoured))
+            if unlisted:
+                raise LLM4SegError(
+                    f"{self.root / 'cases.json'} lists the contoured labels of some cases but not of "
+                    f"{listing(unlisted)}"
+                )
         self.seed = seed
         self.empty_fraction = empty_fraction
         self.all_slices = all_slices
@@ -178,7 +207,10 @@ class VolumePairs:
         key = grid.intensity
         if key not in limits:
             limits[key] = intensity_range(vol, grid.intensity)
-        return make_item(vol, lab[z], z, limits[key], grid, label_map)
+        x, y = make_item(vol, lab[z], z, limits[key], grid, label_map)
+        if self.contoured is None:
+            return x, y
+        return x, y, present_classes(self.contoured[case], label_map)
 
     def dataset(self, part: str, spec: Any, label_map: LabelMap | None = None) -> SliceDataset:
         if part not in ("train", "val"):

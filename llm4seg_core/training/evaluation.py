@@ -22,8 +22,12 @@ def _labels_of(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(1).to(torch.uint8)
 
 
-def _per_image_scores(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> tuple[float, float]:
+def _per_image_scores(pred: np.ndarray, ref: np.ndarray, num_classes: int,
+                      present: np.ndarray | None = None) -> tuple[float, float]:
+    """Mean Dice and IoU over the foreground classes (over the contoured ones with ``present``)."""
     labels = [1] if num_classes == 1 else list(range(1, num_classes))
+    if present is not None:
+        labels = [k for k in labels if present[k]] or labels
     d = i = 0.0
     for k in labels:
         s = overlap_scores(pred == k, ref == k)
@@ -38,6 +42,9 @@ def evaluate(model: nn.Module, dataset: Any, *, device: torch.device | str = "cp
              shard: DistInfo | None = None) -> dict[str, float]:
     """Mean loss, Dice and IoU per image (mean over foreground classes) at the model grid.
 
+    Items may carry which classes were contoured (``(x, y, present)``,
+    partial labels): an uncontoured class is left out of the loss and scores.
+
     With ``shard`` each rank scores its share and the sums are all-reduced.
     """
     device = torch.device(device)
@@ -51,15 +58,17 @@ def evaluate(model: nn.Module, dataset: Any, *, device: torch.device | str = "cp
     try:
         for start in range(0, len(idx), batch_size):
             items = [dataset[i] for i in idx[start:start + batch_size]]
-            x = torch.stack([a for a, _ in items]).to(device)
-            y = torch.stack([b for _, b in items]).to(device)
+            x = torch.stack([it[0] for it in items]).to(device)
+            y = torch.stack([it[1] for it in items]).to(device)
+            present = torch.stack([it[2] for it in items]) if len(items[0]) > 2 else None
             with autocast(device, amp):
                 logits = net(x)
-            sums[0] += float(segmentation_loss(logits, y, bce_weight)) * len(items)
+            sums[0] += float(segmentation_loss(logits, y, bce_weight, present=present)) * len(items)
             pred = _labels_of(logits.float()).cpu().numpy()
             ref = y.cpu().numpy()
-            for p, r in zip(pred, ref, strict=True):
-                d, i = _per_image_scores(p, r, num_classes)
+            pres = present.numpy() if present is not None else [None] * len(items)
+            for p, r, c in zip(pred, ref, pres, strict=True):
+                d, i = _per_image_scores(p, r, num_classes, c)
                 sums[1] += d
                 sums[2] += i
             sums[3] += len(items)

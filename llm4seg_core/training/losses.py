@@ -1,8 +1,15 @@
 """The segmentation loss and the live fit score.
 
 Binary models: ``bce_weight * BCE + (1 - soft Dice)``; multi-class: ``CE +
-(1 - mean soft Dice)``. Target pixels equal to :data:`IGNORE_LABEL` take no
-part (partial labels).
+(1 - mean soft Dice)``. Two kinds of missing labels:
+
+- target pixels equal to :data:`IGNORE_LABEL` take no part at all;
+- ``present`` (per image, per class) says which structures were contoured:
+  a class left out of an image is not background there. Its background
+  pixels are scored by the marginal cross-entropy (background or any
+  uncontoured class is right), and its Dice term skips that image (the
+  marginal loss of Shi et al., MedIA 2021, "Marginal loss and exclusion loss
+  for partially supervised multi-organ segmentation").
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ IGNORE_LABEL = 255
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, bce_weight: float = 0.5,
-                      smooth: float = 1.0) -> torch.Tensor:
+                      smooth: float = 1.0, present: torch.Tensor | None = None) -> torch.Tensor:
     """Binary (1 channel): ``bce_weight * BCE-with-logits + (1 - soft Dice)``.
 
     Multi-class (K channels, target = class indices): ``CE + (1 - mean soft Dice
@@ -26,9 +33,22 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, bce_weight: fl
 
     Target pixels equal to :data:`IGNORE_LABEL` (255) take no part in either
     term: partial labels (a structure deliberately left out of pretraining).
+
+    ``present``: bool ``(B, K)`` (K = channels; column 0, background, is
+    ignored), False where class k was not contoured in image b. None: every
+    class of every image was contoured (the plain loss, unchanged).
     """
     logits = logits.float()
     valid = target != IGNORE_LABEL
+    if present is not None:
+        present = present.to(device=logits.device, dtype=torch.bool)
+        if present.shape != (logits.shape[0], max(logits.shape[1], 2)):
+            raise ValueError(f"present must be (batch, classes), not {tuple(present.shape)}")
+        if logits.shape[1] == 1:  # binary: an image without the contour teaches nothing
+            valid = valid & present[:, 1, None, None]
+            present = None
+        elif bool(present[:, 1:].all()):
+            present = None
     if logits.shape[1] == 1:
         t = torch.where(valid, target, 0).float()
         x = logits[:, 0]
@@ -39,13 +59,30 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, bce_weight: fl
         dice = (2 * inter + smooth) / (p.sum() + t.sum() + smooth)
         return bce_weight * bce + (1 - dice)
     t = target.long()
-    ce = F.cross_entropy(logits, t, ignore_index=IGNORE_LABEL)
-    w = valid.unsqueeze(1).float()
+    k = logits.shape[1]
+    t0 = torch.where(valid, t, 0)
+    onehot = F.one_hot(t0, k).permute(0, 3, 1, 2)
+    if present is None:
+        ce = F.cross_entropy(logits, t, ignore_index=IGNORE_LABEL)
+        w = valid.unsqueeze(1).float()
+    else:
+        # marginal CE: on a background pixel, background or an uncontoured class is right
+        missing = ~present
+        missing[:, 0] = False
+        allowed = onehot.bool() | ((t0 == 0)[:, None] & missing[:, :, None, None])
+        lp = torch.log_softmax(logits, dim=1).masked_fill(~allowed, float("-inf"))
+        nll = -torch.logsumexp(lp, dim=1)
+        vw = valid.float()
+        ce = (nll * vw).sum() / vw.sum().clamp_min(1)
+        w = (valid[:, None] & present[:, 1:, None, None]).float()
     p = torch.softmax(logits, dim=1)[:, 1:] * w
-    onehot = F.one_hot(torch.where(valid, t, 0), logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].float()
+    oh = onehot[:, 1:].float() * w
     dims = (0, 2, 3)
-    inter = (p * onehot).sum(dims)
-    dice = (2 * inter + smooth) / (p.sum(dims) + onehot.sum(dims) + smooth)
+    inter = (p * oh).sum(dims)
+    dice = (2 * inter + smooth) / (p.sum(dims) + oh.sum(dims) + smooth)
+    if present is not None:
+        scored = present[:, 1:].any(0)  # a class contoured in no image of the batch: no Dice term
+        dice = dice[scored] if bool(scored.any()) else dice.new_ones(1)
     return ce + (1 - dice.mean())
 
 

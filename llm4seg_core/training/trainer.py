@@ -179,7 +179,9 @@ class Trainer:
         loader = DataLoader(train, batch_sampler=batches[st.batch:],
                             num_workers=cfg.num_workers, pin_memory=pin)
         train_mode(self.model)
-        for x, y in loader:
+        for batch in loader:
+            x, y = batch[0], batch[1]
+            present = batch[2] if len(batch) > 2 else None  # partial labels: what was contoured
             if st.step >= total:
                 break
             if cb.cancelled():
@@ -195,7 +197,7 @@ class Trainer:
                 g["lr"] = lr
             with autocast(self.device, cfg.amp):
                 logits = ddp(x)
-            loss = segmentation_loss(logits, y, cfg.bce_weight)
+            loss = segmentation_loss(logits, y, cfg.bce_weight, present=present)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
