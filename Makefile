@@ -39,7 +39,7 @@ data: venv
 	$(BIN)/llm4seg data fetch
 
 demo: setup
-	$(BIN)/llm4seg demo --fewshot 2
+	$(BIN)/llm4seg demo --fewshot 2 --pictures
 
 test: setup
 	@if command -v xvfb-run >/dev/null; then \

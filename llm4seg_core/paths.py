@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 HOME_ENV = "LLM4SEG_HOME"
+DATASETS_ENV = "LLM4SEG_DATASETS"
 APP_NAME = "llm4seg"
 
 
@@ -51,3 +52,17 @@ def shipped_models_dirs() -> list[Path]:
 
     return [Path(__file__).resolve().parent.parent / "resources" / "models",
             Path(sys.prefix) / "share" / "llm4seg" / "models"]
+
+
+def datasets_root() -> Path | None:
+    """Labelled dataset folders for demos and benchmarks, if this machine has them.
+
+    ``$LLM4SEG_DATASETS`` when set, else ``shared/data`` beside a source
+    checkout (the development machines); None when neither exists. Users get
+    trained models, never this data.
+    """
+    env = os.environ.get(DATASETS_ENV, "").strip()
+    if env:
+        return Path(env).expanduser().resolve()
+    here = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    return here if here.is_dir() else None

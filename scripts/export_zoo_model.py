@@ -10,8 +10,9 @@ Writes ``<out>/<task>.safetensors`` (the stored tensors in fp16, with the task,
 the label names and colours, the training data and its license in the
 checkpoint's metadata) and prints the val-split scores of THAT file, read back
 and run through the same :class:`~llm4seg_core.inference.Segmenter` a user
-gets, at each picture's own resolution: Dice, IoU and HD95 (pixels) per
-picture, their mean and spread. The model card (``<task>.md``) is written by
+gets, at each case's own resolution (:mod:`llm4seg_core.valscore`): Dice, IoU
+and HD95 per case and per label, their mean and spread; labels not contoured
+in a case (partial labels) are not scored there. The model card (``<task>.md``) is written by
 hand from these figures.
 """
 
@@ -22,8 +23,6 @@ import json
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -39,8 +38,10 @@ def export(src: Path, dst: Path, args: argparse.Namespace) -> dict:
     model, _ = load_checkpoint(src)
     trained = read_checkpoint_info(src).meta
     names = args.labels.split(",")
-    if len(names) != model.spec.num_classes:
-        raise SystemExit(f"--labels names {len(names)} label(s); the model has {model.spec.num_classes}")
+    if len(names) != model.spec.n_labels:
+        raise SystemExit(f"--labels names {len(names)} label(s); the model has {model.spec.n_labels}")
+    if not (args.kind and args.modality):
+        raise SystemExit("exporting needs --kind and --modality (what images the model is for)")
     model.spec = model.spec.with_(label_names=tuple(names))
     meta = {
         "task": args.task,
@@ -63,41 +64,6 @@ def export(src: Path, dst: Path, args: argparse.Namespace) -> dict:
     return {"path": str(path), "bytes": path.stat().st_size}
 
 
-def evaluate(model_path: Path, dataset: Path, device: str) -> dict:
-    from llm4seg_core.datasets import open_dataset
-    from llm4seg_core.inference import Segmenter
-    from llm4seg_core.io import read_image, read_mask
-    from llm4seg_core.metrics import score
-
-    data = open_dataset(dataset)
-    seg = Segmenter.load(str(model_path), device=device)
-    rows = []
-    t0 = time.perf_counter()
-    for case in data.split.val:
-        vol = read_image(data.images[case])
-        ref = read_mask(data.masks[0][case])
-        pred = seg.segment(vol)
-        s = score(pred, ref, label=1, spacing_zyx=vol.scale_zyx).to_dict()
-        rows.append({"case": case, "ref_empty": not ref.any(),
-                     **{k: s[k] for k in ("dice", "iou", "hd95")}})
-    seconds = time.perf_counter() - t0
-
-    def stats(key: str, only_lesions: bool = False) -> dict:
-        v = np.array([r[key] for r in rows if r[key] is not None
-                      and not (only_lesions and r["ref_empty"])], float)
-        if not v.size:
-            return {"mean": None, "sd": None, "median": None, "n": 0}
-        return {"mean": float(v.mean()), "sd": float(v.std()), "median": float(np.median(v)), "n": int(v.size)}
-
-    empty = [r for r in rows if r["ref_empty"]]
-    return {"cases": len(rows), "seconds": round(seconds, 1), "split": data.split.origin,
-            "dice": stats("dice"), "iou": stats("iou"), "hd95_px": stats("hd95"),
-            # pictures with nothing to find (BUSI's normal cases): Dice is 1 only for an empty mask
-            "empty_references": len(empty),
-            "empty_references_left_empty": sum(r["dice"] == 1.0 for r in empty),
-            "dice_lesions": stats("dice", True), "iou_lesions": stats("iou", True), "rows": rows}
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("checkpoint", type=Path)
@@ -106,8 +72,8 @@ def main() -> int:
     p.add_argument("--labels", required=True, help="label names, comma-separated, in value order")
     p.add_argument("--data-name", default="")
     p.add_argument("--license", default="")
-    p.add_argument("--kind", choices=("2d", "3d"), required=True, help="pictures or volumes")
-    p.add_argument("--modality", required=True,
+    p.add_argument("--kind", choices=("2d", "3d"), help="pictures or volumes")
+    p.add_argument("--modality",
                    help="DICOM modality code the model is for: US, CT, MR, ES (endoscopy), XC (camera)")
     p.add_argument("--body-part", default="", help="DICOM BodyPartExamined, e.g. BREAST, THYROID")
     p.add_argument("--keywords", default="",
@@ -118,20 +84,31 @@ def main() -> int:
     p.add_argument("--json", type=Path, help="also write the scores here")
     args = p.parse_args()
     target = args.checkpoint
+    names = args.labels.split(",")
     if not args.eval_only:
         info = export(args.checkpoint, args.out / f"{args.task}.safetensors", args)
         print(f"wrote {info['path']} ({info['bytes'] / 2**20:.1f} MiB)")
         target = Path(info["path"])
-    res = evaluate(target, args.dataset, args.device)
-    print(f"{target.name} on {args.dataset.name} val ({res['split']}, {res['cases']} pictures, "
-          f"{res['seconds']} s): Dice {res['dice']['mean']:.4f} (sd {res['dice']['sd']:.3f}, "
+    from llm4seg_core.valscore import score_split
+
+    res = score_split(target, args.dataset, device=args.device)
+    unit = "px" if res["kind"] == "2d" else "mm"
+    print(f"{target.name} on {args.dataset.name} val ({res['split']}, {res['cases']} cases, "
+          f"{res['seconds']:.1f} s): Dice {res['dice']['mean']:.4f} (sd {res['dice']['sd']:.3f}, "
           f"median {res['dice']['median']:.4f}), IoU {res['iou']['mean']:.4f}, "
-          f"HD95 {res['hd95_px']['mean']:.1f} px")
+          f"HD95 {res['hd95']['mean']:.1f} {unit}")
+    if len(res["per_label"]) > 1:
+        for k, v in res["per_label"].items():
+            d = v["dice"]
+            print(f"  label {k} ({names[k - 1]}): Dice {d['mean']:.4f} (sd {d['sd']:.3f}, "
+                  f"{d['n']} cases), IoU {v['iou']['mean']:.4f}, HD95 {v['hd95']['mean']:.1f} {unit}")
+        print(f"  mean label Dice {res['mean_label_dice']:.4f}")
     if res["empty_references"]:
-        print(f"  {res['empty_references']} pictures have an empty reference "
+        print(f"  {res['empty_references']} cases have an empty reference "
               f"({res['empty_references_left_empty']} left empty by the model); on the "
-              f"{res['dice_lesions']['n']} with a lesion: Dice {res['dice_lesions']['mean']:.4f} "
-              f"(sd {res['dice_lesions']['sd']:.3f}), IoU {res['iou_lesions']['mean']:.4f}")
+              f"{res['dice_nonempty']['n']} with something to find: Dice "
+              f"{res['dice_nonempty']['mean']:.4f} (sd {res['dice_nonempty']['sd']:.3f}), "
+              f"IoU {res['iou_nonempty']['mean']:.4f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=1) + "\n")

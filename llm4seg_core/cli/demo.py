@@ -1,5 +1,13 @@
 """``llm4seg demo``: segment the demo chest CT; ``--fewshot K`` then runs the correction loop.
 
+``--pictures`` also segments one ultrasound and one endoscopy picture with
+the zoo models ``breast-us`` and ``polyp``, out of the box, and writes their
+overlays. No package registry ships such a picture with a mask (pydicom's
+only ultrasound, ``US1_UNCR.dcm``, is a power-Doppler of a lymph node: no
+zoo model is for it), so the pictures come from the val splits of the
+labelled datasets (``$LLM4SEG_DATASETS`` or ``shared/data`` beside the
+checkout), which no shipped model was trained on.
+
 The expert outline on K slices stands in for a person's corrections: the
 model is fine-tuned on them (nothing is saved to the store), segments the
 other slices, and the Dice against the expert label is printed raw, after
@@ -57,7 +65,48 @@ def run(args: argparse.Namespace) -> int:
         print(UNTRAINED_NOTICE, file=sys.stderr)
     if args.fewshot > 0:
         _fewshot(args, seg, volume, reference, outdir, z)
+    if args.pictures:
+        _pictures(args, outdir)
     return 0
+
+
+DEMO_PICTURES = (("busi", "breast-us", "breast ultrasound"), ("kvasir", "polyp", "colonoscopy"))
+"""(dataset folder, zoo task, what it is) of the pictures ``--pictures`` segments."""
+
+
+def _pictures(args: argparse.Namespace, outdir: Path) -> None:
+    """One val picture of each of :data:`DEMO_PICTURES`, segmented with its zoo model."""
+    from llm4seg_core.datasets import open_dataset
+    from llm4seg_core.inference import Segmenter
+    from llm4seg_core.metrics import dice
+    from llm4seg_core.overlay import overlay_rgb, write_png
+    from llm4seg_core.paths import datasets_root
+
+    root = datasets_root()
+    if root is None:
+        print("pictures: no labelled example pictures on this machine (set LLM4SEG_DATASETS to "
+              "a folder holding busi/ and kvasir/); no package registry ships an ultrasound or "
+              "endoscopy picture that a zoo model is for", file=sys.stderr)
+        return
+    store = open_store(args)
+    for folder, task, what in DEMO_PICTURES:
+        if not (root / folder).is_dir():
+            print(f"pictures: {root / folder} is absent; {what} skipped", file=sys.stderr)
+            continue
+        data = open_dataset(root / folder)
+        lut = data.label_map().lut()
+        case = next(c for c in data.split.val if data.read_case(c)[1].any())
+        picture, ref_values = data.read_case(case)
+        reference = lut[ref_values]
+        seg = Segmenter.load(task, device=args.device, store=store)
+        t0 = time.perf_counter()
+        labels = seg.segment(picture)
+        dt = time.perf_counter() - t0
+        png = write_png(overlay_rgb(picture, labels, 0, reference=reference),
+                        outdir / f"{folder}_{case.replace(' ', '_')}_{task}_overlay.png")
+        print(f"{what}: {data.images[case].name} (val split of {folder}) with the zoo model "
+              f"{task!r} in {dt:.2f} s; Dice against its mask {dice(labels, reference):.3f}")
+        print(f"overlay: {png} (red = model, green = reference)")
 
 
 def _fewshot(args: argparse.Namespace, seg: Any, volume: Any, reference: Any,
@@ -112,4 +161,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fewshot", type=int, default=0, metavar="K",
                    help="then fine-tune on the expert outline of K slices (standing in for a "
                         "person's corrections) and segment the rest (about a minute on a CPU)")
+    p.add_argument("--pictures", action="store_true",
+                   help="also segment one ultrasound and one endoscopy picture with the zoo "
+                        "(breast-us, polyp) and write their overlays")
     add_model_args(p)

@@ -124,6 +124,10 @@ class Folder2D:
                 labels[m > 0] = k + 1
         return vol, labels
 
+    def read_case(self, case: str) -> tuple[Volume, np.ndarray]:
+        """A case's picture and its label map (mask values), as read from the files."""
+        return self._read_pair(case)
+
     def label_map(self) -> LabelMap:
         """The label values of all masks (read once)."""
         if self._label_map is None:

@@ -174,6 +174,11 @@ class VolumePairs:
 
         return self._cache.get(case, make)
 
+    def read_case(self, case: str) -> tuple[Volume, np.ndarray]:
+        """A case's volume and its label map (mask values)."""
+        vol, lab, _ = self._load(case)
+        return vol, lab
+
     def _scan(self, case: str) -> tuple[list[int], list[int], tuple[int, ...]]:
         if case not in self._index:
             _, lab, _ = self._load(case)

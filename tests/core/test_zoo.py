@@ -59,3 +59,33 @@ def test_polyp_model_finds_the_polyp_in_real_pictures():
         vol = read_image(image)
         scores.append(dice(seg.segment(vol), read_mask(next((root / "masks" / "0").glob(f"{case}.*")))))
     assert np.mean(scores) > 0.5, scores  # val mean is 0.78 (model card); the default scores 0
+
+
+def test_demo_pictures_segment_with_the_zoo(tmp_path, monkeypatch, capsys):
+    """`llm4seg demo --pictures`: one ultrasound and one endoscopy picture, scored and overlaid."""
+    import argparse
+
+    from llm4seg_core.cli import demo
+    from llm4seg_core.paths import datasets_root
+
+    root = datasets_root()
+    if root is None or not all((root / d).is_dir() for d, _, _ in demo.DEMO_PICTURES):
+        pytest.skip("the labelled datasets (shared/data: busi, kvasir) are absent on this machine")
+    monkeypatch.setenv("LLM4SEG_HOME", str(tmp_path / "home"))
+    demo._pictures(argparse.Namespace(device="cpu", store=None), tmp_path)
+    out = capsys.readouterr().out
+    for _, task, _ in demo.DEMO_PICTURES:
+        assert f"zoo model {task!r}" in out
+    dices = [float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if "Dice against" in line]
+    assert len(dices) == 2 and all(d > 0.5 for d in dices)  # the zoo finds both structures
+    assert len(list(tmp_path.glob("*_overlay.png"))) == 2
+
+
+def test_demo_pictures_without_data_says_why(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    from llm4seg_core.cli import demo
+
+    monkeypatch.setattr("llm4seg_core.paths.datasets_root", lambda: None)
+    demo._pictures(argparse.Namespace(device="cpu", store=None), tmp_path)
+    assert "no package registry ships" in capsys.readouterr().err
