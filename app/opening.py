@@ -22,7 +22,15 @@ from llm4seg_app import APP_TITLE
 from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.io import DICOM_SUFFIXES, PICTURE_SUFFIXES, VOLUME_SUFFIXES
 from llm4seg_core.preprocess import CT_WINDOWS
-from llm4seg_napari import SERIES_KEY, VOLUME_KEY, JobRunner, Outcome, mask_name, read_layers
+from llm4seg_napari import (
+    SERIES_KEY,
+    VOLUME_KEY,
+    JobRunner,
+    Outcome,
+    mask_name,
+    read_layers,
+    task_arg,
+)
 
 if TYPE_CHECKING:
     from napari.components import ViewerModel
@@ -249,9 +257,16 @@ class OpeningMixin:
             series = image.metadata.get(SERIES_KEY) or []
             more = f"; {len(series) - 1} other series in the folder" if len(series) > 1 else ""
             self.statusBar().showMessage(f"Opened {image.name} ({shape}{extra}){more}. "
-                                         "Segment to get a mask.", 15_000)
+                                         f"{self._segment_hint()}", 15_000)
         if path is not None:
             self.settings.add_recent(path)
             self.settings.last_folder = path if path.is_dir() else path.parent
         self._update_actions()
         self.image_opened.emit(image_name)
+
+    def _segment_hint(self) -> str:
+        """What Segment will do with the image just opened: the suggested model, and why."""
+        suggestion = self.state.suggestion
+        if suggestion is None or self.state.model_arg != task_arg(suggestion.task):
+            return "Segment to get a mask."
+        return f"Segment (Ctrl+R) uses the {suggestion.task} model: {suggestion.reason}."

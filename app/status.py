@@ -41,7 +41,6 @@ class StatusMixin:
         self.progress.setValue(0)
         self.progress.setVisible(False)
         self.model_label = QLabel()
-        self.model_label.setToolTip("the model Segment and Fine-tune use (Segment > Model version)")
         self.device_label = QLabel()
         self.device_label.setToolTip("where the model runs (Segment > Device)")
         bar.addPermanentWidget(self.progress)
@@ -51,8 +50,14 @@ class StatusMixin:
         self._show_model(self.state.model_text)
         self._show_device()
 
-    def _show_model(self, text: str) -> None:
-        self.model_label.setText(f"Model: {text}")
+    def _show_model(self, *_: Any) -> None:
+        """The model Segment uses, and (tooltip) the one suggested for the image and why."""
+        self.model_label.setText(f"Model: {self.state.model_text}")
+        tip = "the model Segment and Fine-tune use (Segment > Model version)"
+        best = self.state.suggestion
+        if best is not None:
+            tip += f"\nsuggested for this image: {best.task} ({best.reason})"
+        self.model_label.setToolTip(tip)
 
     def _show_device(self, *_: Any) -> None:
         self.device_label.setText(f"Device: {self.state.device_text}")

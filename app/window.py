@@ -147,6 +147,7 @@ class MainWindow(ActionsMixin, OpeningMixin, EditingMixin, SavingMixin, StatusMi
         state.mask_changed.connect(self._on_mask_changed)
         state.corrections_changed.connect(self._update_title)  # a never saved mask with them
         state.model_changed.connect(self._show_model)
+        state.suggestions_changed.connect(self._show_model)
         state.device_changed.connect(self._on_device_changed)
         state.window_changed.connect(self._on_window_changed)
         state.window_changed.connect(self._update_actions)

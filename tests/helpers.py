@@ -56,3 +56,33 @@ def run_python(code: str, timeout: float = 120) -> str:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
+
+
+#: A small model zoo for GUI tests: (task, RGB?, fits, labels) of tiny checkpoints.
+TINY_ZOO = (
+    ("breast-us", False, {"kind": "2d", "rgb": False, "modality": "US", "body_part": "BREAST",
+                          "keywords": ["breast"]},
+     [{"value": 1, "name": "lesion", "color": "#e6194b"}]),
+    ("polyp", True, {"kind": "2d", "rgb": True, "modality": "ES", "body_part": "COLON",
+                     "keywords": ["kvasir"]},
+     [{"value": 1, "name": "polyp", "color": "#3cb44b"}, {"value": 2, "name": "stalk",
+                                                          "color": "#4363d8"}]),
+)
+
+
+def write_tiny_zoo(folder: Path, spec: str) -> Path:
+    """Shipped-model files in ``folder``: a ``default`` (no fits) and :data:`TINY_ZOO`, all of
+    the tiny model spec ``spec`` (RGB ones with 3 input channels); returns ``folder``."""
+    from llm4seg_core.model import build_model
+    from llm4seg_core.model.spec import parse_spec
+    from llm4seg_core.store import save_checkpoint
+
+    folder.mkdir(parents=True, exist_ok=True)
+    grey = parse_spec(spec)
+    save_checkpoint(build_model(grey, seed=0), folder / "default.safetensors", {"task": "default"})
+    for task, rgb, fits, labels in TINY_ZOO:
+        model_spec = grey.with_(in_channels=3 if rgb else 1, num_classes=len(labels) + 1
+                                if len(labels) > 1 else 1)
+        save_checkpoint(build_model(model_spec, seed=1), folder / f"{task}.safetensors",
+                        {"task": task, "fits": fits, "labels": labels})
+    return folder

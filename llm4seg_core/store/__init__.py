@@ -11,6 +11,9 @@
   compares two versions.
 - :mod:`~llm4seg_core.store.resolve`: :func:`resolve_model` turns a ``--model``
   argument (file, version, task, spec) into a model.
+- :mod:`~llm4seg_core.store.suggest`: :func:`suggest_models` ranks the tasks for
+  an image (what each checkpoint says it fits: picture or volume, colour,
+  modality, body part, keywords); :func:`model_profile` gives a model's labels.
 """
 
 from __future__ import annotations
@@ -27,6 +30,16 @@ from llm4seg_core.store.checkpoint import (
 )
 from llm4seg_core.store.locks import STALE_S
 from llm4seg_core.store.resolve import ResolvedModel, resolve_model
+from llm4seg_core.store.suggest import (
+    ImageInfo,
+    ModelFits,
+    ModelLabel,
+    Suggestion,
+    TaskProfile,
+    model_profile,
+    suggest_models,
+    task_profiles,
+)
 from llm4seg_core.store.tasks import DEFAULT_TASK, shipped_tasks, validate_task
 from llm4seg_core.store.versions import CURRENT_FILE, VERSION_FORMAT, ModelStore, VersionInfo
 
@@ -37,16 +50,24 @@ __all__ = [
     "STALE_S",
     "VERSION_FORMAT",
     "CheckpointInfo",
+    "ImageInfo",
+    "ModelFits",
+    "ModelLabel",
     "ModelStore",
     "ResolvedModel",
+    "Suggestion",
+    "TaskProfile",
     "VersionInfo",
     "default_checkpoint",
     "load_checkpoint",
+    "model_profile",
     "read_checkpoint_info",
     "resolve_model",
     "save_checkpoint",
     "shipped_tasks",
     "spec_differences",
     "store_root",
+    "suggest_models",
+    "task_profiles",
     "validate_task",
 ]

@@ -14,7 +14,8 @@ Modules, one job each:
 * ``jobs``: :class:`JobRunner`, one thread job at a time with a typed
   :class:`Outcome`; ``_tasks``: the Qt-free bodies of the widget's jobs;
 * ``choices``: what the model and device pickers offer;
-* ``masks``: the mask layer of an image (name, creation, save path);
+* ``masks``: the mask layer of an image (name, creation, label names and
+  colours, save path);
 * ``geometry``: Volume geometry <-> napari layer placement and metadata keys;
 * ``_corrections``: which slices a person corrected; ``_autosave``: when
   they are autosaved (the files: :mod:`llm4seg_core.autosave`);
@@ -41,10 +42,12 @@ _EXPORTS = {
     "WINDOW_KEY": "llm4seg_napari.geometry",
     "volume_from_layer": "llm4seg_napari.geometry",
     "MASK_FILTERS": "llm4seg_napari.masks",
+    "apply_labels": "llm4seg_napari.masks",
     "make_mask_layer": "llm4seg_napari.masks",
     "mask_name": "llm4seg_napari.masks",
     "suggested_mask_path": "llm4seg_napari.masks",
     "Choice": "llm4seg_napari.choices",
+    "task_arg": "llm4seg_napari.choices",
     "JobRunner": "llm4seg_napari.jobs",
     "Outcome": "llm4seg_napari.jobs",
     "run_guarded": "llm4seg_napari.jobs",

@@ -5,13 +5,19 @@ the controls in step, both ways: a pick in a combo box changes the state, a
 change of the state shows in the controls. It follows the viewer's layers
 (which image is current, which labels layer is its mask), tracks the mask's
 corrected slices (:mod:`llm4seg_napari._corrections`) and has them
-autosaved (:mod:`llm4seg_napari._autosave`). The jobs (Segment, Fine-tune,
-Save, opening a series) are the main class's, :mod:`llm4seg_napari.widget`.
+autosaved (:mod:`llm4seg_napari._autosave`). When an image becomes the
+current one, the model picker preselects the task the engine suggests for it
+(:func:`llm4seg_core.store.suggest_models`; the reason shows under the
+picker), unless the person already chose a model for that image. The jobs
+(Segment, Fine-tune, Save, opening a series) are the main class's,
+:mod:`llm4seg_napari.widget`.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_warning
@@ -20,12 +26,12 @@ from qtpy.QtWidgets import QComboBox, QListWidgetItem, QWidget
 
 from llm4seg_core.autosave import restorable_slices
 from llm4seg_core.errors import LLM4SegError
-from llm4seg_core.store import ModelStore
+from llm4seg_core.store import ImageInfo, ModelStore, TaskProfile, suggest_models, task_profiles
 from llm4seg_napari._autosave import CorrectionsAutosave, session_target
 from llm4seg_napari._corrections import CorrectionTracker
 from llm4seg_napari._layout import WidgetLayout
-from llm4seg_napari.choices import Choice, device_choices, model_choices
-from llm4seg_napari.geometry import SERIES_KEY, WINDOW_KEY
+from llm4seg_napari.choices import Choice, device_choices, model_choices, task_arg
+from llm4seg_napari.geometry import SERIES_KEY, WINDOW_KEY, volume_from_layer
 from llm4seg_napari.masks import find_mask
 from llm4seg_napari.state import AS_LOADED, WidgetState
 
@@ -33,6 +39,8 @@ if TYPE_CHECKING:
     import napari
 
 __all__ = ["WidgetControls"]
+
+_log = logging.getLogger(__name__)
 
 #: The progress bar's unit per job kind.
 _UNITS = {"segment": "slices", "fine-tune": "steps"}
@@ -48,6 +56,8 @@ class WidgetControls(WidgetLayout):
         self._tracker: CorrectionTracker | None = None
         self._extra_models: list[Choice] = []
         self._tuned = False  # a fine-tune ran: "Segment again" makes sense
+        self._profiles: list[TaskProfile] = []  # the tasks the suggestion ranks
+        self._chosen: WeakKeyDictionary[Image, str | None] = WeakKeyDictionary()  # per image
         self._autosave = CorrectionsAutosave(self)
         self._autosave.saved.connect(self._refresh_restore)
         self._autosave.failed.connect(self.state.set_status)
@@ -56,6 +66,7 @@ class WidgetControls(WidgetLayout):
         state.status_changed.connect(self.status_label.setText)
         state.choices_changed.connect(self._show_choices)
         state.model_changed.connect(lambda _text: self._show_selection())
+        state.model_changed.connect(lambda _text: self._show_suggestion())
         state.device_changed.connect(lambda _arg: self._show_selection())
         state.window_changed.connect(self._show_window)
         state.corrections_changed.connect(lambda _zs: self._show_corrections())
@@ -90,11 +101,17 @@ class WidgetControls(WidgetLayout):
     # ================================================================== pickers
     def refresh_models(self, select: str | None | object = ...) -> None:
         """Re-read the model store; keep the selection, or select the model ``select``."""
+        store = ModelStore()
         try:
-            choices = model_choices(ModelStore())
+            choices = model_choices(store)
         except LLM4SegError as exc:
             show_error(str(exc))
             choices = [Choice(None, "default")]
+        try:
+            self._profiles = task_profiles(store)
+        except (LLM4SegError, OSError) as exc:  # the suggestion is a help, never in the way
+            _log.warning("no model suggestions: %s", exc)
+            self._profiles = []
         known = {c.arg for c in choices}
         choices += [c for c in self._extra_models if c.arg not in known]
         self.state.set_model_choices(choices, select)
@@ -103,12 +120,14 @@ class WidgetControls(WidgetLayout):
         """Select the model ``arg`` (a task, a version, a checkpoint path or a spec); listed when absent.
 
         ``text``: what the picker shows for a model it did not list (default "custom: <arg>").
+        The choice is the current image's: a suggestion does not override it.
         """
         if arg not in [c.arg for c in self.state.model_choices]:
             self._extra_models.append(Choice(arg, text or f"custom: {arg}", f"model {arg!r}"))
             self.refresh_models(select=arg)
         else:
             self.state.choose_model(arg)
+        self._remember_choice()
 
     def select_device(self, arg: str) -> bool:
         """Select the device ``arg`` ("auto", "cpu", "cuda:0", ...); False when not usable here."""
@@ -130,6 +149,54 @@ class WidgetControls(WidgetLayout):
         choices = self.state.model_choices
         if 0 <= i < len(choices):
             self.state.choose_model(choices[i].arg)
+            self._remember_choice()
+
+    # ================================================================== suggestion
+    def _remember_choice(self) -> None:
+        """The selected model is the person's choice for the current image."""
+        image = self.state.image
+        if image is not None:
+            self._chosen[image] = self.state.model_arg
+
+    def _suggest_for(self, image: Image | None) -> None:
+        """Rank the tasks for ``image``; select the best, unless the person chose for it."""
+        state = self.state
+        suggestions = []
+        if image is not None:
+            try:
+                volume = volume_from_layer(image.data, self._layer_state(image))
+                suggestions = suggest_models(ImageInfo.of(volume, image.name),
+                                             profiles=self._profiles)
+            except LLM4SegError as exc:
+                _log.info("no model suggestion for %s: %s", image.name, exc)
+        state.set_suggestions(suggestions)
+        if image is not None and image in self._chosen:
+            state.choose_model(self._chosen[image])  # theirs, never overridden
+        else:
+            usable = {c.arg for c in state.model_choices if c.enabled}
+            for suggestion in suggestions:
+                if task_arg(suggestion.task) in usable:
+                    state.choose_model(task_arg(suggestion.task))
+                    break
+        self._show_suggestion()
+
+    def _show_suggestion(self) -> None:
+        best = self.state.suggestion
+        label = self.suggest_label
+        self.image_form.setRowVisible(label, best is not None)
+        if best is None:
+            label.clear()
+            label.setToolTip("")
+            return
+        if self.state.model_arg == task_arg(best.task):
+            label.setText(f"Suggested for this image: {best.reason}.")
+        else:
+            label.setText(f"Suggested for this image: {best.task} ({best.reason}); "
+                          "you chose another model.")
+        ranking = "\n".join(f"{i + 1}. {s.task}: {s.reason}"
+                            for i, s in enumerate(self.state.suggestions[:8]))
+        label.setToolTip("The models for this image, best first (what each model's file says "
+                         f"it is for, against the image):\n{ranking}")
 
     def _on_device_picked(self, i: int) -> None:
         choices = self.state.device_choices
@@ -206,14 +273,17 @@ class WidgetControls(WidgetLayout):
         self._set_image(layer if isinstance(layer, Image) else None)
 
     def _set_image(self, image: Image | None) -> None:
-        """Make ``image`` the current one: its window, its series, its mask."""
-        if image is not self.state.image:
+        """Make ``image`` the current one: its window, its series, its mask, its model."""
+        changed = image is not self.state.image
+        if changed:
             window = image.metadata.get(WINDOW_KEY) if image is not None else None
             window = window if window in self.state.window_choices else AS_LOADED
         else:
             window = self.state.window_preset
         self.state.set_window(window, image is not None and not image.rgb)
         self.state.set_image(image)
+        if changed:
+            self._suggest_for(image)
         self._refresh_series(image)
         self._sync_mask()
 

@@ -80,7 +80,7 @@ class WidgetLayout(QWidget):
         row.addWidget(self.series_combo, 1)
         row.addWidget(self.series_button)
         form.addRow("Series", self.series_row)
-        self.series_form = form
+        self.series_form = self.image_form = form
         form.setRowVisible(self.series_row, False)  # shown for folders with several series
         self.model_combo = self._combo("model: a task (its current version), a version of the "
                                        "model store, or untrained")
@@ -93,6 +93,13 @@ class WidgetLayout(QWidget):
         row.addWidget(self.model_combo, 1)
         row.addWidget(self.refresh_button)
         form.addRow("Model", row)
+        # why the picker holds the model it holds: the engine's suggestion for the image
+        self.suggest_label = QLabel()
+        self.suggest_label.setWordWrap(True)
+        self.suggest_label.setStyleSheet("font-size: 11px")
+        self.suggest_label.setTextFormat(Qt.TextFormat.PlainText)
+        form.addRow("", self.suggest_label)
+        form.setRowVisible(self.suggest_label, False)  # shown once an image is open
         self.device_combo = self._combo("where the model runs; auto = CUDA, then MPS, then CPU")
         form.addRow("Device", self.device_combo)
         self.window_combo = self._combo("CT display window: changes only the contrast shown")

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from llm4seg_core.metrics import format_metrics
 from llm4seg_core.store import DEFAULT_TASK, ModelStore, VersionInfo, default_checkpoint, shipped_tasks
 
-__all__ = ["UNTRAINED_CHOICES", "Choice", "auto_device_text", "device_choices", "model_choices"]
+__all__ = ["UNTRAINED_CHOICES", "Choice", "auto_device_text", "device_choices", "model_choices",
+           "task_arg"]
 
 #: Untrained specs offered in the model picker: (text, spec argument).
 UNTRAINED_CHOICES: tuple[tuple[str, str], ...] = (
@@ -30,6 +31,11 @@ class Choice:
     text: str
     tip: str = ""
     enabled: bool = True
+
+
+def task_arg(task: str) -> str | None:
+    """The model picker's argument for ``task``'s entry (``None``: the default model)."""
+    return None if task == DEFAULT_TASK else task
 
 
 def _version_choice(v: VersionInfo, current: str | None) -> Choice:

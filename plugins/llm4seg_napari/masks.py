@@ -5,11 +5,18 @@ image (scale, translate, rotate, shear, affine) and carrying its metadata
 (the ``llm4seg_volume`` record), so the plugin's writer saves it in the
 image's geometry. The dock widget and the app both make it with
 :func:`make_mask_layer`.
+
+A mask shows the labels of the model that segments it (their names and
+colours, :class:`~llm4seg_core.store.ModelLabel`): :func:`apply_labels` gives
+the layer a ``DirectLabelColormap`` (the model's colours; any other value
+keeps napari's usual colour) and a ``features`` table (``index``, ``name``),
+so napari's status bar names the label under the cursor.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +27,10 @@ from llm4seg_napari.geometry import VOLUME_KEY
 if TYPE_CHECKING:
     from napari.layers import Image, Labels
 
-__all__ = ["MASK_FILTERS", "find_mask", "make_mask_layer", "mask_name", "suggested_mask_path"]
+    from llm4seg_core.store import ModelLabel
+
+__all__ = ["MASK_FILTERS", "apply_labels", "find_mask", "label_features", "make_mask_layer",
+           "mask_name", "suggested_mask_path"]
 
 #: The layer transform a mask copies from its image, so the two overlay.
 _PLACEMENT = ("scale", "translate", "rotate", "shear", "affine")
@@ -48,16 +58,50 @@ def find_mask(viewer: Any, image: Image | None) -> Labels | None:
     return None
 
 
-def make_mask_layer(viewer: Any, image: Image, shape: tuple[int, ...]) -> Labels:
-    """Add an empty uint8 mask of spatial ``shape`` for ``image`` to ``viewer``, placed like it."""
+def make_mask_layer(viewer: Any, image: Image, shape: tuple[int, ...],
+                    labels: Sequence[ModelLabel] = ()) -> Labels:
+    """Add an empty uint8 mask of spatial ``shape`` for ``image`` to ``viewer``, placed like it.
+
+    ``labels``: the model's labels, shown with their names and colours (:func:`apply_labels`).
+    """
     metadata = {k: (dict(v) if isinstance(v, dict) else v) for k, v in image.metadata.items()}
-    return viewer.add_labels(
+    mask = viewer.add_labels(
         np.zeros(shape, np.uint8),
         name=mask_name(image.name),
         **{key: getattr(image, key) for key in _PLACEMENT},
         metadata=metadata,
         opacity=0.5,
     )
+    apply_labels(mask, labels)
+    return mask
+
+
+def label_features(labels: Sequence[ModelLabel]) -> dict[str, list[Any]]:
+    """The features table of a mask with ``labels``: a row per value (0: background)."""
+    return {"index": [0, *(lab.value for lab in labels)],
+            "name": ["background", *(lab.name for lab in labels)]}
+
+
+def apply_labels(mask: Labels, labels: Sequence[ModelLabel]) -> None:
+    """Show ``labels`` on ``mask``: their colours, and their names under the cursor.
+
+    Values the model does not name keep the colour napari gave them, so a
+    label painted by hand stays visible. No labels: the layer is left as it is.
+    """
+    if not labels:
+        return
+    from napari.utils.colormaps import DirectLabelColormap
+
+    values = np.arange(256)
+    base = np.asarray(mask.colormap.map(values), dtype=np.float32)
+    colors: dict[int | None, Any] = {int(v): base[v] for v in values}
+    colors[0] = np.zeros(4, np.float32)
+    colors[None] = np.zeros(4, np.float32)  # values over 255 (uint8 masks hold none)
+    for lab in labels:
+        if lab.color:
+            colors[int(lab.value)] = lab.color
+    mask.colormap = DirectLabelColormap(color_dict=colors)
+    mask.features = label_features(labels)
 
 
 def suggested_mask_path(layer: Image | Labels) -> str:

@@ -2,7 +2,9 @@
 
 :class:`WidgetState` (``LLM4SegWidget.state``) holds what the session is at:
 the image and its mask, the corrected slices, the chosen model, device and
-CT window, the running job and its progress, the status line. The widget's
+CT window, the models suggested for the image (ranked by the engine,
+:func:`llm4seg_core.store.suggest_models`), the running job and its
+progress, the status line. The widget's
 controls show it; hosts such as the Qt app read its properties and connect
 to its signals, and change it only through the widget's public methods
 (``select_model``, ``segment``, ...). The ``set_*`` / ``begin_job`` /
@@ -20,6 +22,8 @@ from llm4seg_napari.choices import Choice
 
 if TYPE_CHECKING:
     from napari.layers import Image, Labels
+
+    from llm4seg_core.store import Suggestion
 
 __all__ = ["AS_LOADED", "WidgetState"]
 
@@ -49,6 +53,7 @@ class WidgetState(QObject):
     window_changed = Signal(str)  # the CT window preset shown ("as loaded" when none)
     #                               (also when window_enabled changes)
     choices_changed = Signal()  # the model / device / window choice lists changed
+    suggestions_changed = Signal(list)  # the tasks suggested for the image (Suggestion, best first)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -65,6 +70,7 @@ class WidgetState(QObject):
         self._windows = [AS_LOADED, *_ct_window_names()]
         self._window = AS_LOADED
         self._window_enabled = False
+        self._suggestions: list[Suggestion] = []
 
     # ================================================================== read
     @property
@@ -129,6 +135,16 @@ class WidgetState(QObject):
     @property
     def device_text(self) -> str:
         return self._devices[self._device].text if self._devices else "auto"
+
+    @property
+    def suggestions(self) -> list[Suggestion]:
+        """The tasks suggested for the current image, best first (empty: no image)."""
+        return list(self._suggestions)
+
+    @property
+    def suggestion(self) -> Suggestion | None:
+        """The best of :attr:`suggestions` (preselected unless the person chose another)."""
+        return self._suggestions[0] if self._suggestions else None
 
     @property
     def window_preset(self) -> str:
@@ -200,6 +216,11 @@ class WidgetState(QObject):
             self._model = i
             self.model_changed.emit(self.model_text)
         return True
+
+    def set_suggestions(self, suggestions: list[Suggestion]) -> None:
+        if list(suggestions) != self._suggestions:
+            self._suggestions = list(suggestions)
+            self.suggestions_changed.emit(list(suggestions))
 
     def set_device_choices(self, choices: list[Choice]) -> None:
         want = self.device_arg

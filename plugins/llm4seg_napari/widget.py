@@ -16,7 +16,9 @@ Rules the widget keeps:
   Qt signals, and results are written into napari layers on the main thread.
 * The mask of image ``X`` is the labels layer ``"X mask"``
   (:mod:`llm4seg_napari.masks`), placed like the image and carrying its
-  metadata, so the plugin's writer saves it in the image's geometry.
+  metadata, so the plugin's writer saves it in the image's geometry. Segment
+  gives it the model's label names and colours (from the model's file,
+  :func:`llm4seg_core.store.model_profile`).
 * Corrected slices (edited by a person, or marked as right) are the training
   set of the session: Segment never overwrites them unless "Overwrite
   corrected slices" is ticked (overwritten slices are unmarked).
@@ -41,7 +43,7 @@ from llm4seg_core.autosave import load_session, plan_restore
 from llm4seg_core.errors import Cancelled, LLM4SegError
 from llm4seg_core.jobs import Callbacks
 from llm4seg_core.metrics import format_metrics
-from llm4seg_core.store import ModelStore
+from llm4seg_core.store import ModelStore, TaskProfile, model_profile
 from llm4seg_napari._autosave import session_target
 from llm4seg_napari._controls import WidgetControls
 from llm4seg_napari._tasks import (
@@ -54,7 +56,7 @@ from llm4seg_napari._tasks import (
 )
 from llm4seg_napari.geometry import VOLUME_KEY, volume_from_layer
 from llm4seg_napari.jobs import JobRunner, Outcome
-from llm4seg_napari.masks import MASK_FILTERS, make_mask_layer, suggested_mask_path
+from llm4seg_napari.masks import MASK_FILTERS, apply_labels, make_mask_layer, suggested_mask_path
 
 if TYPE_CHECKING:
     import napari
@@ -188,9 +190,15 @@ class LLM4SegWidget(WidgetControls):
         except LLM4SegError as exc:
             show_error(str(exc))
             return False
+        store = ModelStore()
+        model_arg, device = self.state.model_arg, self.state.device_arg
+        profile = model_profile(model_arg, store)  # its labels; None: untrained or unreadable
+        labels = profile.labels if profile is not None else ()
         if mask is None:
-            mask = make_mask_layer(self.viewer, image, shape)
+            mask = make_mask_layer(self.viewer, image, shape, labels)
             self._sync_mask()
+        else:
+            apply_labels(mask, labels)
         corrected = set(self.state.corrected_slices)
         overwrite = self.overwrite_check.isChecked()
         n = volume.n_slices
@@ -202,10 +210,8 @@ class LLM4SegWidget(WidgetControls):
                 "'Overwrite corrected slices' to replace your corrections with model output"
             )
             return False
-        store = ModelStore()
         key = self._segmenter_key(store)
         cached = self._segmenter_cache
-        model_arg, device = self.state.model_arg, self.state.device_arg
 
         def get_segmenter() -> Any:
             if cached is not None and cached[0] == key:
@@ -216,7 +222,7 @@ class LLM4SegWidget(WidgetControls):
         skipped = len(wanted) - len(todo)
         return self._start_job(
             "segment", lambda cb: segment_job(get_segmenter, volume, run.order, run.buffer, cb),
-            lambda r: self._segment_done(r, key, skipped),
+            lambda r: self._segment_done(r, key, skipped, profile),
             f"Segmenting {len(todo)} slice(s) of {image.name}"
             + (f" (keeping {skipped} corrected)" if skipped else "") + "…",
         )
@@ -244,13 +250,15 @@ class LLM4SegWidget(WidgetControls):
             tracker.discard(overwritten)
         run.mask.refresh()
 
-    def _segment_done(self, result: SegmentResult, key: tuple[str, str], skipped: int) -> None:
+    def _segment_done(self, result: SegmentResult, key: tuple[str, str], skipped: int,
+                      profile: TaskProfile | None = None) -> None:
         from llm4seg_core.device import describe_device
 
         seg = result.segmenter
         self._segmenter_cache = (key, seg)
         kept = skipped + (self._run.kept if self._run is not None else 0)
-        text = (f"Segmented {len(result.slices)} slice(s) with {seg.name} on "
+        model = f"the {profile.task} model ({seg.name})" if profile is not None else seg.name
+        text = (f"Segmented {len(result.slices)} slice(s) with {model} on "
                 f"{describe_device(seg.device)} in {result.seconds:.1f} s")
         if kept:
             text += f"; {kept} corrected slice(s) kept as you left them"
@@ -333,6 +341,7 @@ class LLM4SegWidget(WidgetControls):
     def _finetune_done(self, result: FinetuneResult) -> None:
         info = result.version
         self.refresh_models(select=info.name)
+        self._remember_choice()  # the new version is this image's model now
         self._segmenter_cache = ((info.name, self.state.device_arg), result.segmenter)
         self._tuned = True
         scores = format_metrics(result.metrics, 2, for_display=True)

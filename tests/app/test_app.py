@@ -16,7 +16,7 @@ from llm4seg_core.data import demo_case, demo_data_available
 from llm4seg_core.io import read_image
 from llm4seg_core.preprocess import window_limits
 from tests.app.conftest import ORIGIN_XYZ, SPACING_XYZ, TINY, wait_idle
-from tests.helpers import write_ct_series
+from tests.helpers import write_ct_series, write_tiny_zoo
 
 pytestmark = pytest.mark.gui
 
@@ -444,3 +444,35 @@ def test_ultrasound_picture_segment_correct_save(make_window, dialogs, qtbot, tm
     back = read_image(saved)
     assert back.spatial_shape == (64, 80)
     assert back.array[30, 40] > 0 and not window.has_unsaved_changes()
+
+
+def test_a_picture_segments_with_its_suggested_model_in_one_click(make_window, qtbot, tmp_path,
+                                                                   monkeypatch) -> None:
+    import SimpleITK as sitk
+
+    zoo = write_tiny_zoo(tmp_path / "zoo", TINY)  # tiny shipped models: default, breast-us, polyp
+    monkeypatch.setattr("llm4seg_core.paths.shipped_models_dirs", lambda: [zoo])
+    yy, xx = np.mgrid[:64, :80]
+    picture = (60 + 120 * (((yy - 30) ** 2 + (xx - 40) ** 2) < 15 ** 2)).astype(np.uint8)
+    path = tmp_path / "us" / "breast_scan.png"
+    path.parent.mkdir()
+    sitk.WriteImage(sitk.GetImageFromArray(picture), str(path))
+    window = make_window()
+    window.open_path(path)
+    wait_idle(qtbot, window)
+    state = window.state
+    assert state.model_arg == "breast-us"
+    assert window.model_label.text() == "Model: breast-us: shipped"
+    assert ("suggested for this image: breast-us (ultrasound picture, name mentions 'breast')"
+            in window.model_label.toolTip())
+    assert "Segment (Ctrl+R) uses the breast-us model" in window.statusBar().currentMessage()
+
+    window.segment_action.trigger()  # the one click
+    wait_idle(qtbot, window)
+    message = window.statusBar().currentMessage()
+    assert message.startswith("Segmented 1 slice(s) with the breast-us model "
+                              "(breast-us.safetensors)")
+    mask = window.mask_layer
+    assert list(mask.features["name"]) == ["background", "lesion"]
+    assert mask.colormap.map(np.array([1]))[0, :3] == pytest.approx([0xE6 / 255, 0x19 / 255,
+                                                                     0x4B / 255], abs=0.01)

@@ -25,6 +25,7 @@ from llm4seg_core.preprocess import window_limits  # noqa: E402
 from llm4seg_napari._corrections import CORRECTED_KEY, slices_of_atoms  # noqa: E402
 from llm4seg_napari.geometry import VOLUME_KEY  # noqa: E402
 from llm4seg_napari.widget import LLM4SegWidget  # noqa: E402
+from tests.helpers import write_tiny_zoo  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -604,3 +605,90 @@ def test_mask_layer_helpers(make_napari_viewer, tmp_path: Path) -> None:
     picture = viewer.add_image(np.zeros((8, 9), np.uint8), name="a b",
                                metadata={VOLUME_KEY: {"source": "", "kind": "image2d"}})
     assert suggested_mask_path(picture) == str(Path.home() / "a_b_mask.png")
+
+
+@pytest.fixture
+def tiny_zoo(tmp_path, monkeypatch) -> Path:
+    """Shipped models of the tiny spec: default, breast-us (grey pictures), polyp (colour)."""
+    folder = write_tiny_zoo(tmp_path / "zoo", TINY)
+    (folder / "broken.safetensors").write_bytes(b"not a checkpoint")  # must not get in the way
+    monkeypatch.setattr("llm4seg_core.paths.shipped_models_dirs", lambda: [folder])
+    return folder
+
+
+def _colour_picture() -> np.ndarray:
+    rgb = np.zeros((40, 48, 3), np.uint8)
+    rgb[..., 0] = 200
+    rgb[10:30, 12:30] = (230, 120, 90)
+    return rgb
+
+
+def test_the_model_picker_preselects_the_suggested_model(make_napari_viewer, tiny_zoo) -> None:
+    viewer = make_napari_viewer()
+    widget = LLM4SegWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="LLM4Seg")
+    state = widget.state
+    assert state.suggestion is None and not widget.suggest_label.isVisibleTo(widget)
+
+    grey = viewer.add_image(np.full((40, 48), 90, np.uint8), name="benign (1)")
+    assert state.image is grey and state.suggestion.task == "breast-us"
+    assert state.model_arg == "breast-us" and widget.model_combo.currentText().startswith(
+        "breast-us")
+    assert widget.suggest_label.isVisibleTo(widget)
+    assert widget.suggest_label.text() == ("Suggested for this image: ultrasound picture; a guess, "
+                                           "no hint in the name or DICOM header.")
+    assert "1. breast-us" in widget.suggest_label.toolTip()
+
+    viewer.add_image(_colour_picture(), name="cju0qkwl35piu0993l0dewei2", rgb=True)
+    widget.image_combo.setCurrentText("cju0qkwl35piu0993l0dewei2")
+    assert state.suggestion.task == "polyp" and state.model_arg == "polyp"
+    # the person's choice for an image is never overridden, also when they come back to it
+    widget.model_combo.setCurrentIndex(0)
+    assert state.model_arg is None
+    assert "polyp" in widget.suggest_label.text() and "you chose another" in \
+        widget.suggest_label.text()
+    widget.image_combo.setCurrentText("benign (1)")
+    assert state.model_arg == "breast-us"  # no choice made for this one: its suggestion
+    widget.image_combo.setCurrentText("cju0qkwl35piu0993l0dewei2")
+    assert state.model_arg is None
+    widget.refresh_models()
+    assert state.model_arg is None
+
+    viewer.add_image(_synthetic(), name="ct")  # a volume: the general model
+    widget.image_combo.setCurrentText("ct")
+    assert state.suggestion.task == "default" and state.model_arg is None
+    assert "broken" not in [s.task for s in state.suggestions]  # unreadable: skipped
+
+
+def test_segment_gives_the_mask_the_models_label_names_and_colours(make_napari_viewer, qtbot,
+                                                                   tiny_zoo) -> None:
+    from napari.utils.colormaps import DirectLabelColormap
+
+    viewer = make_napari_viewer()
+    widget = LLM4SegWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="LLM4Seg")
+    viewer.add_image(_colour_picture(), name="kvasir frame", rgb=True)
+    state = widget.state
+    assert state.model_arg == "polyp" and "name mentions 'kvasir'" in state.suggestion.reason
+    assert widget.segment()
+    _wait(qtbot, widget)
+    assert "with the polyp model (polyp.safetensors)" in state.status
+    mask = state.mask
+    assert isinstance(mask.colormap, DirectLabelColormap)
+    colours = mask.colormap.map(np.array([0, 1, 2, 7]))
+    np.testing.assert_allclose(colours[1:3, :3], [[0x3C / 255, 0xB4 / 255, 0x4B / 255],
+                                                  [0x43 / 255, 0x63 / 255, 0xD8 / 255]], atol=0.01)
+    assert colours[0, 3] == 0 and colours[3, 3] == 1  # background clear; a hand-painted 7 shows
+    assert list(mask.features["name"]) == ["background", "polyp", "stalk"]
+    mask.data[:] = 0
+    mask.data[20, 20] = 2
+    assert "name: stalk" in mask.get_status((20, 20))["value"]
+    assert "name: background" in mask.get_status((1, 1))["value"]
+
+    # an untrained spec names no labels: a new mask keeps napari's colours
+    widget.select_model(TINY)
+    viewer.layers.remove(mask)
+    assert widget.segment()
+    _wait(qtbot, widget)
+    assert not isinstance(state.mask.colormap, DirectLabelColormap)
+    assert state.mask.features.shape[1] == 0
