@@ -57,6 +57,9 @@ class Segmenter:
         self.batch_size = batch_size
         self.trained = trained
         self.name = name or ("untrained " if not trained else "") + "model"
+        self.warning: str | None = None  # e.g. a damaged current version was passed over (load)
+        self.task = "default"  # the model's task (load sets it)
+        self.labels: tuple = ()  # the model's label table (io.labels.Label: value, name, colour)
 
     @classmethod
     def load(
@@ -84,7 +87,17 @@ class Segmenter:
             model = build_model(spec, device="cpu")
             return cls(model, device=dev, batch_size=batch_size, trained=False)
         r = resolve_model(checkpoint, store, device="cpu")
-        return cls(r.model, device=dev, batch_size=batch_size, trained=r.trained, name=r.name)
+        seg = cls(r.model, device=dev, batch_size=batch_size, trained=r.trained, name=r.name)
+        seg.warning, seg.task = r.warning, r.task
+        seg.labels = model_labels(r)
+        return seg
+
+    def label_table(self, values=()) -> tuple:
+        """The model's labels, with ``values`` (those a mask holds) named too."""
+        from llm4seg_core.io.labels import label_table
+
+        return label_table(values, meta_labels=[lab.to_dict() for lab in self.labels],
+                           names=self.model.spec.label_names)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda":
@@ -144,3 +157,18 @@ class Segmenter:
                 done += len(batch)
                 cb.progress(done, len(order))
         return out
+
+
+def model_labels(resolved) -> tuple:
+    """The label table a resolved model records (checkpoint ``meta["labels"]``, spec
+    ``label_names``); empty when it records none."""
+    from llm4seg_core.io.labels import label_table
+    from llm4seg_core.store import read_checkpoint_info
+
+    meta: dict = {}
+    if resolved.path is not None:
+        try:
+            meta = read_checkpoint_info(resolved.path).meta
+        except LLM4SegError:
+            meta = {}
+    return label_table(meta_labels=meta.get("labels"), names=resolved.spec.label_names)

@@ -196,7 +196,9 @@ def finetune_corrections(base: str | Path | None | ResolvedModel, corrections: C
     settings), the training metrics and ``note``; its parent is the base's
     version or checkpoint file (none for an untrained spec). It is saved in
     the base's task (:attr:`~llm4seg_core.store.ResolvedModel.task`) and
-    becomes that task's current version; other tasks keep theirs.
+    becomes that task's current version; other tasks keep theirs. A
+    ``name`` that is taken (or being saved by a running process) is refused
+    before any training.
     """
     from llm4seg_core.device import resolve_device
     from llm4seg_core.store import ModelStore
@@ -207,6 +209,8 @@ def finetune_corrections(base: str | Path | None | ResolvedModel, corrections: C
     cb = callbacks if callbacks is not None else Callbacks()
     store = store if store is not None else ModelStore()
     resolve_device(cfg.device)  # a missing GPU is an error before any loading
+    if save and name is not None:
+        store.check_new_name(name)  # a taken name fails now, not after training
     model, resolved = _fresh_model(base, store)
     if cb.cancelled():
         raise Cancelled("fine-tuning cancelled before it started; nothing was saved")

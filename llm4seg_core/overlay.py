@@ -54,4 +54,4 @@ def write_png(rgb: np.ndarray, path: str | Path) -> Path:
     import SimpleITK as sitk
 
     image = sitk.GetImageFromArray(rgb, isVector=True)
-    return atomic_write(path, lambda tmp: sitk.WriteImage(image, tmp), suffix=".png")
+    return atomic_write(path, lambda tmp: sitk.WriteImage(image, tmp), suffix=".png", staged=True)

@@ -41,6 +41,15 @@ def cache_root() -> Path:
     return Path(platformdirs.user_cache_dir(APP_NAME)).expanduser().resolve()
 
 
+def staging_root() -> Path:
+    """Temp files of results being written into a user's folder: ``<data root>/staging``.
+
+    :func:`llm4seg_core.atomic.atomic_write` (``staged=True``) writes there and
+    renames into place, so a killed write leaves nothing in the user's folder.
+    """
+    return data_root() / "staging"
+
+
 def shipped_models_dirs() -> list[Path]:
     """Where the models shipped with the package are, in the order searched.
 

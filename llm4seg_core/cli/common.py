@@ -59,5 +59,21 @@ def describe_segmenter(seg: Any, log: Log) -> None:
     spec = seg.model.spec
     llm = f"{spec.llm_source} layer {spec.llm_layer}" if spec.has_llm else "none"
     log(f"model: {seg.name} (LLM: {llm}, {spec.llm_mode}); device: {describe_device(seg.device)}")
+    if getattr(seg, "warning", None):  # shown even with --quiet: not the model asked for
+        print(f"WARNING: {seg.warning}", file=sys.stderr)
     if not seg.trained:  # shown even with --quiet: the mask is meaningless
         print(UNTRAINED_NOTICE, file=sys.stderr)
+
+
+def report_image(volume: Any, chose_series: bool = False) -> None:
+    """What the reader had to decide about the image, on stderr (even with ``-q``): dropped
+    duplicate slices, a file read by its content, the other series of a DICOM folder."""
+    meta = getattr(volume, "meta", {}) or {}
+    if meta.get("warning"):
+        print(f"WARNING: {meta['warning']}", file=sys.stderr)
+    others = meta.get("other_series")
+    if others and not chose_series:
+        n = int(meta.get("n_series_in_folder") or 0)
+        print(f"note: the folder holds {n} DICOM series; read the largest, "
+              f"{meta.get('series_uid', '?')} ({meta.get('n_files', '?')} files); the other"
+              f"{'s' if n > 2 else ''}: {others}; choose one with --series UID", file=sys.stderr)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llm4seg_core.cli.common import Log, log_fn, open_store
+from llm4seg_core.cli.common import Log, log_fn, open_store, report_image
 from llm4seg_core.cli.progress import ProgressBar
 from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.postprocess import DEFAULT_STEP_MM
@@ -41,6 +41,7 @@ def _corrections(args: argparse.Namespace, slices: list[int]) -> Any:
     from llm4seg_core.io import check_mask_path, read_image, read_mask
 
     volume = read_image(args.image)
+    report_image(volume)
     if args.complete:
         check_mask_path(volume, args.complete)  # a bad -o fails now, not after training
     mask = read_mask(args.mask, reference=volume)
@@ -68,9 +69,17 @@ def run(args: argparse.Namespace) -> int:
         raise LLM4SegError("--seeded keeps what continues the corrections in the completed mask: "
                            "give --complete OUT too")
     to_file = bool(args.output) and args.output.lower().endswith(".safetensors")
-    corrections = _corrections(args, slices)
     store = open_store(args)
+    if to_file:
+        folder = Path(args.output).expanduser().parent
+        if not folder.is_dir():
+            raise LLM4SegError(f"folder {folder} does not exist; create it or choose another place")
+    elif args.output:
+        store.check_new_name(args.output)  # a taken name fails now, not after training
+    corrections = _corrections(args, slices)
     base = resolve_model(args.base, store, load=False)  # loaded by finetune_corrections
+    if base.warning:
+        print(f"WARNING: {base.warning}", file=sys.stderr)
     if not base.trained:
         print("NOTE: the base model is UNTRAINED; the fine-tune starts from random weights.",
               file=sys.stderr)

@@ -25,7 +25,7 @@ def _task_of(task: str) -> str:
 def _list(store: Any) -> int:
     from llm4seg_core.store import shipped_tasks
 
-    versions = store.versions()
+    versions = store.versions(verify=True)  # sha256 of every weights file: DAMAGED when changed
     shipped = shipped_tasks()
     print(f"model store: {store.root}")
     if not versions:
@@ -35,9 +35,12 @@ def _list(store: Any) -> int:
         return 0
     header = ("", "name", "created", "parent", "LLM", "metrics")
     lines: list[str | tuple[str, ...]] = [header]  # a task's heading, then its versions' rows
+    warnings = []
     for task in store.tasks():
         mine = [v for v in versions if v.task == task]
-        cur = store.current(task)
+        cur, warning = store.current_choice(task)
+        if warning:
+            warnings.append(warning)
         if cur is not None:
             state = f"current {cur.name}"
         elif task in shipped:
@@ -58,11 +61,13 @@ def _list(store: Any) -> int:
             print("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5])
     print("* = current (used by Segment for its task; change it with 'llm4seg models rollback NAME', "
           "or 'rollback TASK' for the task's shipped model)")
+    for w in warnings:
+        print(f"WARNING: {w}")
     return 0
 
 
 def _show(store: Any, name: str) -> int:
-    v = store.get(name)
+    v = store.get(name, verify=True)
     cur = store.current(v.task)
     print(f"model store: {store.root}")
     print(f"name:     {v.name}{'  (current)' if cur is not None and cur.name == v.name else ''}")

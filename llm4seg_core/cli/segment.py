@@ -10,7 +10,15 @@ import argparse
 import sys
 import time
 
-from llm4seg_core.cli.common import add_model_args, describe_segmenter, load_segmenter, log_fn
+import numpy as np
+
+from llm4seg_core.cli.common import (
+    add_model_args,
+    describe_segmenter,
+    load_segmenter,
+    log_fn,
+    report_image,
+)
 from llm4seg_core.cli.progress import ProgressBar
 
 COMMAND = "segment"
@@ -26,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     if is_picture_folder(args.input):
         return _run_folder(args, log)
     volume = read_image(args.input, series_uid=args.series)
+    report_image(volume, chose_series=args.series is not None)
     out = check_mask_path(volume, args.output)  # fail now, not after segmenting
     seg = load_segmenter(args)
     describe_segmenter(seg, log)
@@ -34,7 +43,11 @@ def run(args: argparse.Namespace) -> int:
     with ProgressBar("segmenting", "slice", not args.quiet) as bar:
         labels = seg.segment(volume, callbacks=bar.callbacks())
     dt = time.perf_counter() - t0
-    path = write_mask(labels, volume, out)
+    from llm4seg_core.io.dicomseg import Algorithm
+
+    values = [int(v) for v in np.unique(labels) if v > 0]
+    path = write_mask(labels, volume, out, labels=seg.label_table(values),
+                      algorithm=Algorithm(seg.task, seg.name))
     log(
         f"wrote {path} ({int((labels > 0).sum())} foreground voxels; {volume.n_slices} slices "
         f"in {dt:.1f} s, {volume.n_slices / dt:.2f} slices/s)"
@@ -63,6 +76,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="DICOM folder or file, NIfTI, NRRD, MHA/MHD, PNG/JPG/BMP/TIFF, "
                    "or a folder of pictures")
     p.add_argument("-o", "--output", required=True, help="mask file: .nii.gz/.nrrd/.mha (volumes), "
-                   ".png (2D); for a folder of pictures, the output folder")
+                   ".png (2D), .dcm (a DICOM-SEG, for a DICOM image); for a folder of pictures, "
+                   "the output folder. Beside a .nii.gz/.nrrd/.mha mask, <mask>.labels.json holds "
+                   "the label names and colours")
     p.add_argument("--series", help="SeriesInstanceUID to read from a DICOM folder holding several")
     add_model_args(p)

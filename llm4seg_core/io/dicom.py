@@ -24,11 +24,14 @@ from llm4seg_core.io.itk import (
     sitk_reason,
     squeeze_extra_dims,
 )
+from llm4seg_core.io.damage import pixel_data_mismatch, refuse_if_truncated
+from llm4seg_core.io.positions import plan_slices, series_refusal
 from llm4seg_core.io.volume import DicomSeries, Volume
 
 # DICOM header fields read while scanning a folder (no pixel data).
 _DICOM_SCAN_TAGS = [
     "SOPClassUID",
+    "SOPInstanceUID",
     "Modality",
     "SeriesInstanceUID",
     "SeriesDescription",
@@ -157,6 +160,7 @@ def read_dicom_file(path: Path, series_uid: str | None, ds: Any | None = None) -
             f"{path.name} is not a readable DICOM file; check that it is not damaged"
         )
     if "Rows" not in ds or "Columns" not in ds:
+        refuse_if_truncated(path, ds)  # cut inside its header: not "without an image"
         raise LLM4SegError(
             f"{path.name} is a DICOM file without an image (e.g. a report or RT plan); "
             "open an image series"
@@ -167,8 +171,17 @@ def read_dicom_file(path: Path, series_uid: str | None, ds: Any | None = None) -
             f"{path.name} belongs to series {file_uid}, not {series_uid}; "
             "open the folder to pick a series"
         )
-    img = sitk_read(path, "DICOM", image_io="GDCMImageIO")
-    return _volume_from_dicom_image(img, ds, path, _n_frames(ds))
+    try:
+        img = sitk_read(path, "DICOM", image_io="GDCMImageIO")
+    except LLM4SegError:
+        refuse_if_truncated(path, ds)  # the clearer reason, when it is one
+        raise
+    mismatch = pixel_data_mismatch(path, ds)  # GDCM reads a header that lies about the pixels
+    if mismatch:
+        raise LLM4SegError(mismatch)
+    vol = _volume_from_dicom_image(img, ds, path, _n_frames(ds))
+    vol.dicom_files = (str(path),)
+    return vol
 
 
 def _iter_files(folder: Path) -> list[Path]:
@@ -190,12 +203,22 @@ def _float_list(value: Any) -> list[float] | None:
     return out
 
 
+def _position_along(ds: Any, normal: np.ndarray | None) -> float | None:
+    pos = _float_list(ds.get("ImagePositionPatient", None) or [])
+    if normal is None or not pos or len(pos) != 3:
+        return None
+    return float(np.dot(normal, pos))
+
+
 def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
     """The DICOM image series in ``folder`` (searched recursively), largest first.
 
     Each series' files are sorted along the slice normal (ImagePositionPatient),
     then by InstanceNumber, then by name. Files of another size or orientation
-    than most of their series (localizers) are left out of it.
+    than most of their series (localizers) are left out of it, and so are
+    duplicates of a slice position (:mod:`~llm4seg_core.io.positions`;
+    ``DicomSeries.dropped`` says which; ``DicomSeries.problem`` says why a
+    series with gaps or uneven spacing cannot be read).
     """
     root = Path(folder).expanduser()
     if not root.exists():
@@ -253,6 +276,10 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
             return (along, inst, str(item[0]))
 
         kept.sort(key=order)
+        positions = [_position_along(ds, normal) for _, ds in kept]
+        plan = plan_slices([p.name for p, _ in kept], positions,
+                           [_ds_str(ds, "SOPInstanceUID") for _, ds in kept])
+        kept = [kept[i] for i in plan.keep]  # duplicate positions dropped (plan.dropped says which)
         first = kept[0][1]
         n_frames = sum(_n_frames(ds) for _, ds in kept)
         result.append(
@@ -263,6 +290,10 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
                 n_files=len(kept),
                 files=[p for p, _ in kept],
                 n_frames=n_frames,
+                dropped=plan.dropped,
+                problem=plan.problem,
+                positions=[positions[i] for i in plan.keep],
+                normal=tuple(float(v) for v in normal) if normal is not None else None,
             )
         )
     result.sort(key=lambda s: (-s.n_files, s.description, s.uid))
@@ -282,6 +313,8 @@ def read_dicom_folder(folder: Path, series_uid: str | None) -> Volume:
                 f"series {series_uid} is not in {folder}; available series: {available}"
             )
         chosen = matches[0]
+    if chosen.problem and chosen.n_files > 1:
+        raise LLM4SegError(series_refusal(chosen, series, folder))
     first_ds = read_dicom_header(chosen.files[0])
     if chosen.n_files == 1:
         vol = read_dicom_file(chosen.files[0], None, ds=first_ds)
@@ -305,6 +338,13 @@ def read_dicom_folder(folder: Path, series_uid: str | None) -> Volume:
         if vol.kind == "image2d":  # defensive: a stack of several files is a volume
             raise LLM4SegError(f"series {chosen.uid} could not be stacked into a volume")
     vol.source = str(folder)
+    vol.dicom_files = tuple(str(f) for f in chosen.files)
     vol.meta["n_files"] = str(chosen.n_files)
     vol.meta["n_series_in_folder"] = str(len(series))
+    others = [s for s in series if s is not chosen]
+    if others:  # so a front end can say which series it did not read
+        vol.meta["other_series"] = "; ".join(f"{s.uid} ({s.label})" for s in others)
+    if chosen.dropped:
+        vol.meta["warning"] = (f"{len(chosen.dropped)} duplicate slice(s) left out: "
+                               + "; ".join(chosen.dropped))
     return vol

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from llm4seg_core.errors import LLM4SegError
-from llm4seg_core.io.formats import PICTURE_SUFFIXES, format_name
+from llm4seg_core.io.formats import PICTURE_SUFFIXES, format_name, suffix_of
 from llm4seg_core.io.itk import check_nonempty, geometry, pixels, sitk_read, squeeze_extra_dims
 from llm4seg_core.io.volume import Volume, unit_geometry
 
@@ -33,6 +33,12 @@ def _check_nifti_complete(path: Path, compressed: bool) -> None:
     expected: int | None = None
     for endian in ("<", ">"):
         (sizeof_hdr,) = struct.unpack(endian + "i", head[:4])
+        magic = head[344:348] if sizeof_hdr == 348 else head[4:8]
+        if sizeof_hdr in (348, 540) and magic not in (b"n+1\x00", b"ni1\x00", b"n+2\x00", b"ni2\x00"):
+            raise LLM4SegError(
+                f"{path.name} is not a NIfTI file (its header lacks the NIfTI magic: damaged, or "
+                "an old Analyze 7.5 file, whose orientation is unknown); convert it to NIfTI or "
+                "export it again")
         if sizeof_hdr == 348:
             dims = struct.unpack(endian + "8h", head[40:56])
             bitpix = struct.unpack(endian + "h", head[72:74])[0]
@@ -46,6 +52,17 @@ def _check_nifti_complete(path: Path, compressed: bool) -> None:
         ndim = int(dims[0])
         if not 1 <= ndim <= 7 or bitpix <= 0 or not np.isfinite(vox_offset):
             return
+        if sizeof_hdr == 348:
+            pixdim = struct.unpack(endian + "8f", head[76:108])
+        else:
+            pixdim = struct.unpack(endian + "8d", head[104:168])
+        voxel = [float(v) for v in pixdim[1 : min(ndim, 3) + 1]]
+        if any(not np.isfinite(v) or v == 0 for v in voxel):
+            raise LLM4SegError(
+                f"{path.name} has voxel size {tuple(voxel)} in its header (pixdim): a size of 0 "
+                "(or not a number) has no meaning, and the mask would get a made-up geometry; "
+                "fix the header (e.g. nibabel, fslchfiletype) or export the image again"
+            )
         n_vox = 1
         for d in dims[1 : ndim + 1]:
             n_vox *= max(int(d), 0)
@@ -80,6 +97,123 @@ def _check_nifti_complete(path: Path, compressed: bool) -> None:
         raise LLM4SegError(f"{path.name} is truncated: {what}; copy or download the file again")
 
 
+_NRRD_TYPE_BYTES = {
+    **dict.fromkeys(("signed char", "int8", "int8_t", "uchar", "unsigned char", "uint8",
+                     "uint8_t"), 1),
+    **dict.fromkeys(("short", "short int", "signed short", "signed short int", "int16", "int16_t",
+                     "ushort", "unsigned short", "unsigned short int", "uint16", "uint16_t"), 2),
+    **dict.fromkeys(("int", "signed int", "int32", "int32_t", "uint", "unsigned int", "uint32",
+                     "uint32_t", "float"), 4),
+    **dict.fromkeys(("longlong", "long long", "long long int", "signed long long",
+                     "signed long long int", "int64", "int64_t", "ulonglong", "unsigned long long",
+                     "unsigned long long int", "uint64", "uint64_t", "double"), 8),
+}
+
+
+def _check_nrrd_size(path: Path) -> None:
+    """ITK reads as many voxels as an NRRD header's sizes say and ignores the rest of the data:
+    a header that says fewer slices than the file holds would silently lose slices."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return
+    end = head.find(b"\n\n")
+    if not head.startswith(b"NRRD") or end < 0:
+        return  # a detached header (.nhdr) or a damaged one: ITK says what it finds
+    fields: dict[str, str] = {}
+    for line in head[:end].decode("latin-1").splitlines()[1:]:
+        if line.startswith("#") or ":" not in line:
+            continue
+        key, _, value = line.partition(":")
+        fields[key.strip().lower()] = value.strip().lstrip("=").strip()
+    if "data file" in fields or "datafile" in fields or "line skip" in fields or "byte skip" in fields:
+        return
+    try:
+        sizes = [int(v) for v in fields["sizes"].split()]
+        per = _NRRD_TYPE_BYTES[fields["type"].lower()]
+    except (KeyError, ValueError):
+        return
+    if any(v <= 0 for v in sizes):
+        raise LLM4SegError(f"{path.name} has sizes {tuple(sizes)} in its header: a size of 0 or "
+                           "below is a damaged header; export the image again")
+    expected = per
+    for v in sizes:
+        expected *= max(v, 0)
+    encoding = fields.get("encoding", "raw").lower()
+    offset = end + 2
+    if encoding == "raw":
+        actual = path.stat().st_size - offset
+    elif encoding in ("gzip", "gz"):
+        actual = 0
+        try:
+            with open(path, "rb") as raw:
+                raw.seek(offset)
+                with gzip.GzipFile(fileobj=raw) as fh:
+                    while chunk := fh.read(1 << 22):
+                        actual += len(chunk)
+                        if actual > expected:
+                            break
+        except (OSError, EOFError, zlib.error):
+            return  # truncated or damaged data: ITK reports it
+    else:
+        return
+    if actual > expected:
+        raise LLM4SegError(
+            f"{path.name} holds more image data than its header's sizes {tuple(sizes)} say "
+            f"({actual if actual <= expected * 4 else 'over ' + str(expected)} bytes, the header "
+            f"announces {expected}): the header is wrong, and reading it would drop slices; "
+            "fix the header's sizes or export the image again"
+        )
+
+
+def _named_as(path: Path, suffix: str):
+    """A context giving a path ITK can open as ``suffix`` (a link with that suffix when the
+    file is named otherwise: ITK picks its reader, and NIfTI its layout, by the name)."""
+    import contextlib
+    import shutil
+    import tempfile
+
+    @contextlib.contextmanager
+    def ctx():
+        if suffix_of(path) == suffix:
+            yield path
+            return
+        folder = tempfile.mkdtemp(prefix="llm4seg-read-")
+        link = Path(folder) / f"image{suffix}"
+        try:
+            try:
+                link.symlink_to(path.resolve())
+            except OSError:
+                shutil.copyfile(path, link)
+            yield link
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    return ctx()
+
+
+def _read_grey_alpha_png(path: Path) -> np.ndarray | None:
+    """A grey + alpha PNG (which ITK cannot read) as its grey values; None when it is not one."""
+    with open(path, "rb") as fh:
+        head = fh.read(26)
+    if len(head) < 26 or not head.startswith(b"\x89PNG") or head[25] != 4:  # colour type 4: LA
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            grey = im.getchannel(0)
+            arr = np.asarray(grey)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise LLM4SegError(f"cannot read {path.name}: the PNG file is damaged or truncated "
+                           f"({exc}); copy or export it again") from exc
+    if head[24] == 16:  # 16-bit grey: PIL gives "I;16" planes
+        arr = arr.astype(np.uint16)
+    return np.ascontiguousarray(arr)
+
+
 def _check_picture_complete(path: Path, suffix: str) -> None:
     """libjpeg and ITK's BMP reader fill a truncated picture with filler: catch that."""
     try:
@@ -110,13 +244,25 @@ def _check_picture_complete(path: Path, suffix: str) -> None:
 
 
 def read_sitk_file(path: Path, suffix: str) -> Volume:
-    """A NIfTI/NRRD/MetaImage volume in its geometry, or a picture in pixel units."""
+    """A NIfTI/NRRD/MetaImage volume in its geometry, or a picture in pixel units.
+
+    ``suffix``: the format (the content's, when the file is named otherwise).
+    """
     fmt = format_name(suffix)
     if suffix in (".nii", ".nii.gz"):
         _check_nifti_complete(path, compressed=suffix == ".nii.gz")
+    if suffix == ".nrrd":
+        _check_nrrd_size(path)
     if suffix in (".jpg", ".jpeg", ".bmp"):
         _check_picture_complete(path, suffix)
-    img = squeeze_extra_dims(sitk_read(path, fmt), path)
+    if suffix == ".png":
+        grey = _read_grey_alpha_png(path)
+        if grey is not None:
+            spacing, origin, direction = unit_geometry(2)
+            return Volume(grey, spacing, origin, direction, "image2d", None, False, str(path),
+                          {"format": fmt})
+    with _named_as(path, suffix) as readable:
+        img = squeeze_extra_dims(sitk_read(path, fmt, file=readable), path)
     arr, is_rgb = pixels(img, path)
     check_nonempty(arr, path)
     nd = img.GetDimension()
@@ -128,6 +274,10 @@ def read_sitk_file(path: Path, suffix: str) -> Volume:
         spacing, origin, direction = unit_geometry(nd)
     else:
         spacing, origin, direction = geometry(img)
+        if any(not np.isfinite(v) or v <= 0 for v in spacing):
+            raise LLM4SegError(
+                f"{path.name} has voxel size {spacing} in its header: a size of 0, below 0 or "
+                "not a number has no meaning; fix the header or export the image again")
     return Volume(
         array=arr,
         spacing=spacing,

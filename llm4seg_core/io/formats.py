@@ -23,6 +23,7 @@ _KNOWN_SUFFIXES: tuple[str, ...] = tuple(
 )
 
 _FORMAT_NAMES: dict[str, str] = {
+    ".dcm": "DICOM",
     ".nii.gz": "NIfTI",
     ".nii": "NIfTI",
     ".nrrd": "NRRD",
@@ -66,16 +67,57 @@ def has_dicom_preamble(path: str | os.PathLike[str]) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def is_dicom_file(path: str | os.PathLike[str]) -> bool:
-    """By suffix, or by the "DICM" preamble for files named without one or by UID ("1.2.3.4").
+def sniff_suffix(path: str | os.PathLike[str]) -> str | None:
+    """The format a file's first bytes show, as its usual suffix; None when they show none.
 
-    Files with another known suffix and DICOMDIR index files are not images.
+    DICOM (the "DICM" marker), PNG, JPEG, BMP, TIFF, NRRD, NIfTI-1/2 (plain or
+    gzip: a gzip file is taken for ``.nii.gz``) and MetaImage headers.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(544)
+    except OSError:
+        return None
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return ".dcm"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return ".png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return ".jpg"
+    if head.startswith(b"BM") and len(head) >= 26:
+        return ".bmp"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return ".tif"
+    if head.startswith(b"NRRD000"):
+        return ".nrrd"
+    if head.startswith(b"\x1f\x8b"):
+        return ".nii.gz"
+    if len(head) >= 348 and head[344:348] in (b"n+1\x00", b"ni1\x00"):
+        return ".nii"
+    if len(head) >= 544 and head[4:8] in (b"n+2\x00", b"ni2\x00"):
+        return ".nii"
+    text = head[:64].lstrip().lower()
+    if text.startswith((b"objecttype", b"ndims")):
+        return ".mha"
+    return None
+
+
+def same_family(a: str, b: str) -> bool:
+    """Whether two suffixes name one reader's format (".nrrd"/".nhdr", ".mha"/".mhd", ...)."""
+    families = ((".nii.gz", ".nii"), (".nrrd", ".nhdr"), (".mha", ".mhd"), (".jpg", ".jpeg"),
+                (".tif", ".tiff"), DICOM_SUFFIXES)
+    return a == b or any(a in f and b in f for f in families)
+
+
+def is_dicom_file(path: str | os.PathLike[str]) -> bool:
+    """By suffix, or by the "DICM" preamble (files named without a suffix, by UID ("1.2.3.4"),
+    or as another format: the content decides). DICOMDIR index files are not images.
     """
     path = Path(path)
     suffix = suffix_of(path)
     if suffix in DICOM_SUFFIXES:
         return True
-    if suffix in SUPPORTED_READ_SUFFIXES or path.name == "DICOMDIR":
+    if path.name == "DICOMDIR":
         return False
     return has_dicom_preamble(path)
 

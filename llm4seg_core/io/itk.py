@@ -31,10 +31,15 @@ def sitk_reason(exc: BaseException) -> str:
     return best[:200]
 
 
-def sitk_read(path: Path, fmt: str, image_io: str | None = None) -> sitk.Image:
-    """Read one file with ITK; damaged, empty and 4-D files raise LLM4SegError."""
+def sitk_read(path: Path, fmt: str, image_io: str | None = None, *,
+              file: Path | None = None) -> sitk.Image:
+    """Read one file with ITK; damaged, empty and 4-D files raise LLM4SegError.
+
+    ``file``: what ITK opens when it is not ``path`` itself (a link named with
+    the suffix of the format the content shows); messages name ``path``.
+    """
     reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
+    reader.SetFileName(str(file or path))
     if image_io:
         reader.SetImageIO(image_io)
     try:
@@ -49,6 +54,7 @@ def sitk_read(path: Path, fmt: str, image_io: str | None = None) -> sitk.Image:
         raise LLM4SegError(
             f"{path.name} holds an empty image (size {tuple(size)}); choose another file"
         )
+    _check_plausible_size(path, tuple(int(s) for s in size), reader, file or path)
     _check_dims(tuple(int(s) for s in size), reader.GetNumberOfComponents(), path)
     try:
         return reader.Execute()
@@ -58,6 +64,42 @@ def sitk_read(path: Path, fmt: str, image_io: str | None = None) -> sitk.Image:
             f"({sitk_reason(exc)}); "
             "copy or export it again"
         ) from exc
+
+
+MAX_IMAGE_BYTES = 32 * 2**30
+"""The largest image read (32 GiB): a header announcing more is damaged, or too large here."""
+
+_MAX_RATIO = 1100  # deflate packs at most ~1032:1; a header announcing more than this is wrong
+
+
+def _check_plausible_size(path: Path, size: tuple[int, ...], reader: sitk.ImageFileReader,
+                          file: Path) -> None:
+    """Refuse, before ITK allocates it, an image larger than its file can hold (a damaged
+    header announcing huge sizes) or larger than :data:`MAX_IMAGE_BYTES`."""
+    n = 1
+    for s in size:
+        n *= s
+    try:
+        per = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    except Exception:
+        per = ""
+    width = 8 if "64" in per or "double" in per else 4 if "32" in per or "float" in per else \
+        2 if "16" in per else 1
+    n_bytes = n * width * max(int(reader.GetNumberOfComponents()), 1)
+    if n_bytes > MAX_IMAGE_BYTES:
+        raise LLM4SegError(f"{path.name}: its header announces an image of {tuple(size)} voxels "
+                           f"({n_bytes / 2**30:.0f} GiB): the header is damaged, or the image is "
+                           "too large to read here")
+    if path.name.lower().endswith((".mhd", ".nhdr", ".hdr")):
+        return  # the pixels are in another file
+    try:
+        on_disk = file.stat().st_size
+    except OSError:
+        return
+    if n_bytes > _MAX_RATIO * on_disk + 2**20:
+        raise LLM4SegError(f"{path.name}: its header announces {tuple(size)} voxels "
+                           f"({n_bytes:,} bytes), more than its {on_disk:,} bytes can hold: the "
+                           "header is damaged or the file truncated; copy or export it again")
 
 
 def _check_dims(size: tuple[int, ...], n_components: int, path: Path) -> None:

@@ -7,6 +7,7 @@ convention of BUSI/ISIC/Kvasir) and read back as 0/1.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,18 @@ from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.io.formats import SUPPORTED_MASK_SUFFIXES, suffix_of
 from llm4seg_core.io.itk import sitk_reason
 from llm4seg_core.io.read import read_image
+from llm4seg_core.io.dicomseg import (
+    Algorithm,
+    check_dicom_seg_path,
+    is_dicom_seg,
+    read_dicom_seg_labels,
+    write_dicom_seg,
+)
+from llm4seg_core.io.labels import Label, label_table, write_label_sidecar
 from llm4seg_core.io.volume import Volume, unit_geometry
+
+DICOM_SEG_SUFFIX = ".dcm"
+"""A mask saved with this suffix is a DICOM-SEG (for an image read from DICOM)."""
 
 
 def _png_can_hold(reference: Volume) -> bool:
@@ -71,10 +83,13 @@ def check_mask_path(reference: Volume, path: str | os.PathLike[str]) -> Path:
     """
     p = Path(path).expanduser()
     suffix = suffix_of(p)
-    if suffix not in SUPPORTED_MASK_SUFFIXES:
+    if suffix == DICOM_SEG_SUFFIX:
+        check_dicom_seg_path(reference)
+    elif suffix not in SUPPORTED_MASK_SUFFIXES:
         raise LLM4SegError(
             f"cannot save a mask as {suffix or '(no suffix)'}; "
-            f"use one of {', '.join(SUPPORTED_MASK_SUFFIXES)}"
+            f"use one of {', '.join(SUPPORTED_MASK_SUFFIXES)} (or {DICOM_SEG_SUFFIX}, a DICOM-SEG, "
+            "for an image read from DICOM)"
         )
     if suffix == ".png":
         if reference.kind != "image2d":
@@ -94,12 +109,19 @@ def check_mask_path(reference: Volume, path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def write_mask(mask: np.ndarray, reference: Volume, path: str | os.PathLike[str]) -> Path:
+def write_mask(mask: np.ndarray, reference: Volume, path: str | os.PathLike[str], *,
+               labels: Iterable[Label] | None = None, algorithm: Algorithm | None = None) -> Path:
     """Write a label mask in ``reference``'s geometry, atomically (temp file + rename).
 
     Volumes: .nii.gz, .nii, .nrrd (also .seg.nrrd) or .mha, uint8, compressed.
     2-D pictures: .png (a binary 0/1 mask is stored as 0/255), or the volume
     formats when the picture has real geometry that PNG cannot store.
+    .dcm: a DICOM-SEG, for an image read from DICOM (:mod:`~llm4seg_core.io.dicomseg`;
+    ``algorithm`` names the model that made it).
+
+    ``labels``: the label table (names, colours); a DICOM-SEG holds it, the
+    other formats get it in a sidecar ``<mask>.labels.json`` (not PNG: a
+    picture's mask is 0/255).
     """
     p = check_mask_path(reference, path)
     suffix = suffix_of(p)
@@ -110,6 +132,8 @@ def write_mask(mask: np.ndarray, reference: Volume, path: str | os.PathLike[str]
             f"{reference.spatial_shape}; "
             "segment this image again or load the matching mask"
         )
+    if suffix == DICOM_SEG_SUFFIX:
+        return write_dicom_seg(arr, reference, p, labels or (), algorithm)
     if suffix == ".png":
         if int(arr.max()) == 1:  # binary mask: the 0/255 convention of BUSI/ISIC/Kvasir
             arr = arr * np.uint8(255)
@@ -118,7 +142,7 @@ def write_mask(mask: np.ndarray, reference: Volume, path: str | os.PathLike[str]
         atomic_write(
             p,
             lambda tmp: sitk.WriteImage(img, tmp, useCompression=suffix != ".png"),
-            suffix=suffix,
+            suffix=suffix, staged=True,
         )
     except RuntimeError as exc:
         raise LLM4SegError(f"cannot save the mask to {p}: {sitk_reason(exc)}") from exc
@@ -126,6 +150,9 @@ def write_mask(mask: np.ndarray, reference: Volume, path: str | os.PathLike[str]
         raise LLM4SegError(
             f"cannot save the mask to {p}: {exc.strerror or exc}; check the folder's permissions"
         ) from exc
+    if labels is not None and suffix != ".png":
+        present = [int(v) for v in np.unique(arr) if v > 0]
+        write_label_sidecar(p, label_table(present, meta_labels=[t.to_dict() for t in labels]))
     return p
 
 
@@ -135,6 +162,11 @@ def read_mask(path: str | os.PathLike[str], reference: Volume | None = None) -> 
     With ``reference``, the mask's shape must be the image's spatial shape.
     """
     p = Path(path).expanduser()
+    if suffix_of(p) == DICOM_SEG_SUFFIX and is_dicom_seg(p):
+        if reference is None:
+            raise LLM4SegError(f"{p.name} is a DICOM-SEG: open the image it was made on first "
+                               "(it is read onto that image's grid)")
+        return read_dicom_seg_labels(p, reference)[0]
     return mask_labels(read_image(p), p, reference)
 
 

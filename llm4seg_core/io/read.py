@@ -13,10 +13,12 @@ from llm4seg_core.io.formats import (
     PICTURE_SUFFIXES,
     SUPPORTED_READ_SUFFIXES,
     VOLUME_SUFFIXES,
-    has_dicom_preamble,
+    format_name,
+    same_family,
+    sniff_suffix,
     suffix_of,
 )
-from llm4seg_core.io.volume import Volume
+from llm4seg_core.io.volume import Volume, add_warning
 
 
 def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None) -> Volume:
@@ -24,8 +26,11 @@ def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None) -
 
     ``path`` is a DICOM folder (the largest series, or the one whose
     SeriesInstanceUID is ``series_uid``), a DICOM file (also multi-frame, RGB
-    ultrasound), NIfTI, NRRD, MetaImage or a PNG/JPEG/BMP/TIFF picture.
-    Every problem with the input raises :class:`LLM4SegError`.
+    ultrasound), NIfTI, NRRD, MetaImage or a PNG/JPEG/BMP/TIFF picture. A
+    file is read as what its content shows (a DICOM file named ``.png`` is
+    read as DICOM, and ``meta["warning"]`` says so); its name decides only
+    when the content shows nothing. Every problem with the input raises
+    :class:`LLM4SegError`.
     """
     p = Path(path).expanduser()
     if not p.exists():
@@ -45,8 +50,25 @@ def read_image(path: str | os.PathLike[str], *, series_uid: str | None = None) -
     if not os.access(p, os.R_OK):
         raise LLM4SegError(f"cannot read {p}: permission denied; check the file's permissions")
     suffix = suffix_of(p)
-    dicom_by_content = suffix not in SUPPORTED_READ_SUFFIXES and has_dicom_preamble(p)
-    if suffix in DICOM_SUFFIXES or dicom_by_content:
+    note = None
+    sniffed = sniff_suffix(p)  # the content decides, not the name
+    if sniffed == ".tif" and suffix in DICOM_SUFFIXES:
+        sniffed = None  # a DICOM preamble may hold a TIFF header (dual-format files)
+    if sniffed is not None and not same_family(sniffed, suffix):
+        if suffix in SUPPORTED_READ_SUFFIXES:
+            note = (f"{p.name} is a {format_name(sniffed)} file by its content, not "
+                    f"{format_name(suffix)} as its name says; read as {format_name(sniffed)}")
+        suffix = sniffed
+    elif sniffed in (".nii", ".nii.gz"):
+        suffix = sniffed  # gzip or not, whatever the name says
+    vol = _read_by_suffix(p, suffix, series_uid)
+    if note:
+        add_warning(vol, note)
+    return vol
+
+
+def _read_by_suffix(p: Path, suffix: str, series_uid: str | None) -> Volume:
+    if suffix in DICOM_SUFFIXES:
         return read_dicom_file(p, series_uid)
     if series_uid is not None:
         raise LLM4SegError(

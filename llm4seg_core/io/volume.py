@@ -24,6 +24,7 @@ class Volume:
     is_rgb: bool = False
     source: str = ""
     meta: dict[str, str] = field(default_factory=dict)
+    dicom_files: tuple[str, ...] = ()  # read from DICOM: its files, in slice order (DICOM-SEG refers to them)
 
     def __post_init__(self) -> None:
         if self.kind not in ("volume", "image2d"):
@@ -139,6 +140,10 @@ class DicomSeries:
     n_files: int
     files: list[Path]
     n_frames: int = 0  # frames in all files together (a cine file has one file, many frames)
+    dropped: list[str] = field(default_factory=list)  # duplicate slices left out, one note each
+    problem: str | None = None  # why the files cannot be read as one evenly spaced volume
+    positions: list[float | None] = field(default_factory=list)  # of ``files``, along ``normal``
+    normal: tuple[float, ...] | None = None  # the slice normal (from ImageOrientationPatient)
 
     @property
     def label(self) -> str:
@@ -147,6 +152,12 @@ class DicomSeries:
         return (
             f"{desc} [{self.modality or '?'}] {self.n_files} file{'s' if self.n_files != 1 else ''}"
         )
+
+
+def add_warning(vol: Volume, text: str) -> None:
+    """Add ``text`` to ``vol.meta["warning"]``: what a front end shows about how the file was read."""
+    old = vol.meta.get("warning")
+    vol.meta["warning"] = f"{old}; {text}" if old else text
 
 
 def unit_geometry(nd: int) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:

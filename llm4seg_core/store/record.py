@@ -189,8 +189,26 @@ class VersionInfo:
         return cls.from_dict(meta, weights)
 
 
-def _weights_damage(info: VersionInfo) -> str | None:
-    """Why ``info``'s weights file does not fit its metadata (missing, truncated, other header)."""
+_SHA_CACHE: dict[tuple, str] = {}
+
+
+def _sha256_cached(path: Path) -> str:
+    """``_sha256_file``, remembered per file state (size, times, inode) within this process."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if key not in _SHA_CACHE:
+        if len(_SHA_CACHE) > 512:
+            _SHA_CACHE.clear()
+        _SHA_CACHE[key] = _sha256_file(path)
+    return _SHA_CACHE[key]
+
+
+def _weights_damage(info: VersionInfo, *, verify: bool = False) -> str | None:
+    """Why ``info``'s weights file does not fit its metadata (missing, truncated, other header).
+
+    ``verify`` also compares the file's sha256 with the one its metadata
+    records (bytes changed in place: same size, same header).
+    """
     weights = info.path
     if not weights.is_file():
         return f"weights file {weights.name} is missing"
@@ -205,4 +223,12 @@ def _weights_damage(info: VersionInfo) -> str | None:
         return str(exc)
     if ck.spec != info.spec or (ck.llm_sha256 or None) != info.llm_sha256:
         return f"weights file {weights.name} does not match its metadata (spec or LLM hash differ)"
+    if verify and info.weights_sha256:
+        try:
+            digest = _sha256_cached(weights)
+        except OSError as exc:
+            return f"weights file {weights.name} cannot be read ({exc.strerror or exc})"
+        if digest != info.weights_sha256:
+            return (f"weights file {weights.name} was changed after it was saved (its sha256 "
+                    "differs from the metadata)")
     return None

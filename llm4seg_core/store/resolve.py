@@ -49,6 +49,8 @@ class ResolvedModel:
     ``model`` is ``None`` only when :func:`resolve_model` was asked not to
     load. ``trained`` is False for an untrained spec (Segment warns then).
     ``task``: the task it belongs to (a fine-tune from it saves there).
+    ``warning``: set when this is not what was asked for (the task's current
+    version was damaged and another is used); front ends show it.
     """
 
     model: LLM4SegNet | None
@@ -59,6 +61,7 @@ class ResolvedModel:
     version: VersionInfo | None = None
     path: Path | None = None
     task: str = _tasks.DEFAULT_TASK
+    warning: str | None = None
 
 
 def _looks_like_path(text: str) -> bool:
@@ -124,13 +127,17 @@ def resolve_model(
         return ResolvedModel(model, spec, "untrained model", label, False, task=task)
 
     def from_task(task: str) -> ResolvedModel:
-        cur = store.current(task)
+        cur, warning = store.current_choice(task)
         if cur is not None:
-            return from_version(cur)
+            r = from_version(cur)
+            r.warning = warning
+            return r
         shipped = _shipped_file(task)
         if shipped is not None:
             label = "shipped default checkpoint" if task == _tasks.DEFAULT_TASK else f"shipped {task} model"
-            return from_file(shipped, label, task)
+            r = from_file(shipped, label, task)
+            r.warning = warning
+            return r
         if task == _tasks.DEFAULT_TASK:
             return from_spec(ModelSpec(), "untrained default spec")
         raise LLM4SegError(f"task {task!r} has no usable model version in the model store {store.root} "
@@ -142,10 +149,13 @@ def resolve_model(
     if not text:
         return from_task(_tasks.DEFAULT_TASK)
     if text.lower() == "current":
-        cur = store.current()
+        cur, warning = store.current_choice()
         if cur is None:
-            raise LLM4SegError(f"the model store {store.root} holds no model version yet; train one first")
-        return from_version(cur)
+            what = "no usable model version" if store.versions() else "no model version yet"
+            raise LLM4SegError(f"the model store {store.root} holds {what}; train one first")
+        r = from_version(cur)
+        r.warning = warning
+        return r
     path = Path(text).expanduser()
     if _looks_like_path(text):
         return from_file(path, "checkpoint")

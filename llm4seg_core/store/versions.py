@@ -40,6 +40,7 @@ from llm4seg_core.store.record import (  # noqa: F401 - re-exported
     VersionInfo,
     _jsonable,
     _parse_time,
+    _sha256_cached,
     _sha256_file,
     _weights_damage,
 )
@@ -98,15 +99,19 @@ class ModelStore:
         return isinstance(name, str) and bool(_NAME_RE.match(name)) and self._meta(name).is_file()
 
     # ---- reading ---------------------------------------------------------
-    def _read(self, name: str) -> VersionInfo:
+    def _read(self, name: str, *, verify: bool = False) -> VersionInfo:
         info = VersionInfo.from_json(self._meta(name))
         if info.ok:
-            info.damaged = _weights_damage(info)
+            info.damaged = _weights_damage(info, verify=verify)
         return info
 
-    def versions(self, task: str | None = None) -> list[VersionInfo]:
-        """All versions (of ``task`` only, when given), oldest first; damaged ones have ``damaged`` set."""
-        infos = [self._read(n) for n in self._names()]
+    def versions(self, task: str | None = None, *, verify: bool = False) -> list[VersionInfo]:
+        """All versions (of ``task`` only, when given), oldest first; damaged ones have ``damaged`` set.
+
+        ``verify`` also checks each weights file's sha256 against its metadata
+        (bytes changed in place); without it only size and header are checked.
+        """
+        infos = [self._read(n, verify=verify) for n in self._names()]
         if task is not None:
             infos = [v for v in infos if v.task == task]
 
@@ -125,11 +130,14 @@ class ModelStore:
         known = ", ".join(names) if names else "none yet"
         return LLM4SegError(f"no model version {name!r} in the model store {self.root} (versions: {known})")
 
-    def get(self, name: str) -> VersionInfo:
-        """The version called ``name``; an unknown name is an error listing the known ones."""
+    def get(self, name: str, *, verify: bool = False) -> VersionInfo:
+        """The version called ``name``; an unknown name is an error listing the known ones.
+
+        ``verify``: also check its weights' sha256 (see :meth:`versions`).
+        """
         if not isinstance(name, str) or not _NAME_RE.match(name) or not self._meta(name).is_file():
             raise self._unknown(str(name))
-        return self._read(name)
+        return self._read(name, verify=verify)
 
     def tasks(self) -> list[str]:
         """The tasks: ``default``, those of the store's versions and the shipped ones (default first)."""
@@ -148,16 +156,46 @@ class ModelStore:
 
         ``None`` when the store holds no usable version of ``task``, or when the
         task's shipped model was made current again (``rollback_to_shipped``).
+        A damaged choice falls back (see :meth:`current_choice`, which also says so).
+        """
+        return self.current_choice(task)[0]
+
+    def current_choice(self, task: str = _tasks.DEFAULT_TASK) -> tuple[VersionInfo | None, str | None]:
+        """:meth:`current` and a warning when it is not the version the task's pointer names.
+
+        The chosen version's weights are verified (sha256). When the version
+        the pointer names (or, without a pointer, the newest) is damaged, the
+        newest intact version of the task is used instead, else the task's
+        shipped model (``None``); with neither, the damaged version is
+        returned (loading it says why). The warning says which and why.
         """
         name = self._pointer(task)
         if name == _tasks.SHIPPED and task in _tasks.shipped_tasks():
-            return None
+            return None, None
+        chosen: VersionInfo | None = None
         if name and name in self:
-            info = self._read(name)
+            info = self._read(name, verify=True)
             if info.task == task:
-                return info  # chosen explicitly: shown even when damaged (loading says why)
-        usable = [v for v in self.versions(task) if v.ok]
-        return usable[-1] if usable else None
+                chosen = info  # rolled back (or forward) to
+        newest_first = [v for v in reversed(self.versions(task)) if v.ok]
+        if chosen is None:
+            if not newest_first:
+                return None, None
+            chosen = self._read(newest_first[0].name, verify=True)
+            newest_first = newest_first[1:]
+        if chosen.ok:
+            return chosen, None
+        for v in newest_first:
+            if v.name != chosen.name:
+                v = self._read(v.name, verify=True)
+                if v.ok:
+                    return v, (f"the current {task} model version {chosen.name} is damaged "
+                               f"({chosen.damaged}); using the newest intact version {v.name} "
+                               "instead ('llm4seg models rollback NAME' chooses another)")
+        if task in _tasks.shipped_tasks():
+            return None, (f"the current {task} model version {chosen.name} is damaged "
+                          f"({chosen.damaged}); using the shipped {task} model instead")
+        return chosen, None
 
     def current_name(self, task: str = _tasks.DEFAULT_TASK) -> str | None:
         cur = self.current(task)
@@ -181,7 +219,7 @@ class ModelStore:
                 f"model version {info.name} in {self.root} is damaged: {info.damaged}; use another "
                 "version (llm4seg models rollback NAME)"
             )
-        if info.weights_sha256 and _sha256_file(info.path) != info.weights_sha256:
+        if info.weights_sha256 and _sha256_cached(info.path) != info.weights_sha256:
             raise LLM4SegError(
                 f"model version {info.name}: {info.path.name} was changed after it was saved (its "
                 "sha256 differs from the metadata); use another version (llm4seg models rollback NAME)"
@@ -250,10 +288,8 @@ class ModelStore:
                 "(versions are never overwritten)"
             )
         elif not locks.reserve(self.root, name):
-            raise LLM4SegError(
-                f"model version {name!r} is being saved by another llm4seg process (if none is "
-                f"running, delete {locks.lock_path(self.root, name)})"
-            )
+            raise LLM4SegError(f"model version {name!r} is being saved by another running llm4seg "
+                               "process; choose another name")
         weights, meta_path = self._weights(name), self._meta(name)
         created = created or datetime.now(timezone.utc).astimezone().isoformat(timespec="microseconds")
         try:
@@ -292,6 +328,25 @@ class ModelStore:
             self.set_current(name)
         return self._read(name)
 
+    def check_new_name(self, name: str) -> str:
+        """``name`` if a save could take it now, else the error the save would raise.
+
+        For front ends to call before long work (training), so a taken name
+        fails at once, not after it.
+        """
+        self.validate_name(name)
+        self._check_not_a_task(name)
+        locks.cleanup(self.root)  # a killed save's leftovers go now, whatever follows
+        if self._meta(name).exists():
+            raise LLM4SegError(
+                f"model version {name!r} already exists in {self.root}; choose another name "
+                "(versions are never overwritten)"
+            )
+        if locks.is_locked(self.root, name):
+            raise LLM4SegError(f"model version {name!r} is being saved by another running llm4seg "
+                               "process; choose another name")
+        return name
+
     def _check_not_a_task(self, name: str) -> None:
         if name in self.tasks():
             raise LLM4SegError(f"{name!r} is the name of a task; choose another version name")
@@ -301,7 +356,7 @@ class ModelStore:
 
         Only that task's current changes.
         """
-        info = self.get(name)
+        info = self.get(name, verify=True)
         if info.damaged:
             raise LLM4SegError(f"model version {name} is damaged ({info.damaged}); choose another version")
         atomic_write_text(_tasks.pointer_file(self.root, info.task), name + "\n")

@@ -109,3 +109,36 @@ def test_demo_with_fewshot_writes_masks_in_the_ct_geometry(tmp_path, capsys):
     ref = read_image(demo_case("lung2")[1]).array
     np.testing.assert_array_equal(mask.array[[18, 22]] > 0, ref[[18, 22]] > 0)  # the corrections
     assert list(out.glob("lung2_fewshot2_overlay_z*.png"))
+
+
+def test_finetune_progress_counts_steps_then_slices_without_stray_lines(tmp_path, capsys,
+                                                                         monkeypatch):
+    """Issue 14, item 6: the fine-tune bar counts optimisation steps ("step/s", never
+    "slice/s"), and no empty "0slice" bar is drawn (a progress report of 0 of 0)."""
+    from llm4seg_core.cli.progress import ProgressBar
+    from llm4seg_core.io import write_mask
+
+    monkeypatch.setenv("LLM4SEG_HOME", str(tmp_path / "home"))
+    src = write_ct(tmp_path / "ct.nrrd")
+    vol = read_image(src)
+    mask = np.zeros(vol.spatial_shape, np.uint8)
+    mask[:, 15:25, 15:25] = 1
+    write_mask(mask, vol, tmp_path / "mask.nrrd")
+    capsys.readouterr()
+    assert main(["finetune", str(src), str(tmp_path / "mask.nrrd"), "--slices", "1,2", "--base",
+                 "cmunext,image_size=32,dims=4:8:8:16:16", "--steps", "4", "--device", "cpu",
+                 "-o", str(tmp_path / "ft.safetensors"), "--complete",
+                 str(tmp_path / "done.nrrd")]) == 0
+    err = capsys.readouterr().err
+    frames = [f.strip() for line in err.splitlines() for f in line.split("\r")]
+    tune = [f for f in frames if f.startswith("fine-tuning")]
+    seg = [f for f in frames if f.startswith("segmenting")]
+    assert tune and all(("step/s" in f or "s/step" in f) and "slice" not in f for f in tune), tune
+    assert seg and all(("slice/s" in f or "s/slice" in f) and "step" not in f for f in seg), seg
+    assert err.index("fine-tuning") < err.index("segmenting")
+    assert not any(f.startswith("0slice") or f.startswith("0step") for f in frames), frames
+    # all slices corrected: nothing is segmented, and no empty bar appears
+    bar = ProgressBar("segmenting", "slice")
+    bar.update(0, 0)
+    bar.close()
+    assert capsys.readouterr().err == ""

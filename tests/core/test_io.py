@@ -552,7 +552,7 @@ def test_dicom_sniffing(tmp_path: Path) -> None:
     assert not is_dicom_file(tmp_path / "notes.txt")
     renamed = tmp_path / "ct.nii"
     shutil.copy(plain, renamed)
-    assert not is_dicom_file(renamed)  # another known format's suffix wins
+    assert is_dicom_file(renamed)  # the content decides, not the name (issue 14)
     shutil.copy(plain, tmp_path / "DICOMDIR")
     assert not is_dicom_file(tmp_path / "DICOMDIR")
     assert folder_has_dicom(tmp_path / "series")
