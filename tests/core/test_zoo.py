@@ -30,7 +30,8 @@ def test_shipped_model_segments_a_tiny_input(path):
     seg = Segmenter.load(str(path), device="cpu")
     assert seg.trained
     rng = np.random.default_rng(0)
-    if info.spec.in_channels == 3:
+    rgb = (info.meta.get("fits") or {}).get("rgb", info.spec.in_channels == 3)
+    if rgb:
         vol = Volume((rng.random((40, 56, 3)) * 255).astype(np.uint8), *unit_geometry(2), kind="image2d",
                      is_rgb=True)
     else:
