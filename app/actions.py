@@ -2,8 +2,8 @@
 
 Every action calls a public method of the window (which calls the plugin
 widget's public API); :meth:`ActionsMixin._update_actions` turns actions on
-and off from the widget's state and is called from the state's signals, never
-from a timer.
+and off from the widget's state (and the mask's unsaved-changes tracking) and
+is called from their signals, never from a timer.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from qtpy.QtGui import QAction, QActionGroup, QKeySequence
 from qtpy.QtWidgets import QLabel, QMenu, QSpinBox, QToolBar
 
 if TYPE_CHECKING:
+    from llm4seg_app.dirty import UnsavedTracker
     from llm4seg_napari.state import WidgetState
 
 __all__ = ["EDIT_TOOLS", "ActionsMixin"]
@@ -32,6 +33,7 @@ class ActionsMixin:
     """The action table, menus and toolbar of :class:`~llm4seg_app.window.MainWindow`."""
 
     state: WidgetState
+    unsaved: UnsavedTracker
     tool_actions: dict[str, QAction]
     window_actions: dict[str, QAction]
     brush_spin: QSpinBox
@@ -204,21 +206,24 @@ class ActionsMixin:
             return
         state = self.state
         busy, image, mask = state.is_busy, state.image, state.mask
+        # the mask made empty at open counts once something is in it (or was saved)
+        has_mask = mask is not None and self.unsaved.has_content(mask,
+                                                                 bool(state.corrected_slices))
         opening = self.is_opening
         can_run = not busy and not opening and image is not None
         for action in (self.segment_action, self.segment_volume_action, self.segment_slice_action,
                        self.finetune_action):
             action.setEnabled(can_run)
         for action in (self.save_action, self.save_as_action):
-            action.setEnabled(not busy and mask is not None)
+            action.setEnabled(not busy and has_mask)
         self.cancel_action.setEnabled(busy)
         for action in (self.open_action, self.open_dicom_action, self.open_demo_action):
             action.setEnabled(not opening)
         self.recent_menu.setEnabled(not opening)
         for action in self.tool_actions.values():
             action.setEnabled(image is not None)
-        self.undo_action.setEnabled(mask is not None)
-        self.redo_action.setEnabled(mask is not None)
+        self.undo_action.setEnabled(has_mask)
+        self.redo_action.setEnabled(has_mask)
         self.window_menu.setEnabled(image is not None and state.window_enabled)
         self._check_window_action(state.window_preset)
         self._update_tools()

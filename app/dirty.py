@@ -6,7 +6,10 @@ segmentation write into the array and call ``refresh()``, whose
 ``events.set_data`` also fires on every slice change and so says nothing about
 edits: the window counts those with :meth:`UnsavedTracker.touch`. A mask is
 unsaved when its count moved since it was last saved; a mask never saved, when
-it has had an edit, holds corrected slices, or came with labels in it.
+it has had an edit, holds corrected slices, or came with labels in it. The
+widget makes each image's mask, empty, when the image is opened: until one of
+these happens it is untouched (:meth:`UnsavedTracker.has_content` is False),
+so neither unsaved nor worth saving.
 """
 
 from __future__ import annotations
@@ -98,6 +101,13 @@ class UnsavedTracker(QObject):
         if record.saved_edits is None:
             return record.edits > 0 or record.born_full or has_corrections
         return record.edits != record.saved_edits
+
+    def has_content(self, mask: Labels, has_corrections: bool) -> bool:
+        """Whether ``mask`` holds anything to save or undo: it was saved, edited, segmented
+        into, came with labels in it or has corrected slices (False: still as made, empty)."""
+        record = self._record(mask)
+        return (record.saved_edits is not None or record.edits > 0 or record.born_full
+                or has_corrections)
 
     def keep_only(self, layers: Any) -> None:
         """Forget the masks that are not among ``layers`` (removed from the viewer)."""

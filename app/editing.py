@@ -121,7 +121,9 @@ class EditingMixin:
         if mask is not None:
             mask.events.mode.connect(self._update_tools)
             mask.events.brush_size.connect(self._sync_brush)
-            self._sync_brush()
+            # the toolbar's size (the person's, remembered) is the new mask's: napari gives
+            # every new labels layer its own default, which would replace it
+            mask.brush_size = self.brush_spin.value()
         self._update_tools()
 
     def _update_tools(self, *_: Any) -> None:

@@ -82,7 +82,7 @@ class SavingMixin:
 
     def save_mask_as(self) -> bool:
         mask = self.state.mask
-        if mask is None:
+        if mask is None or not self.unsaved.has_content(mask, bool(self.state.corrected_slices)):
             QMessageBox.information(self, APP_TITLE, "There is no mask to save yet: Segment "
                                     "first (or paint one with the Brush).")
             return False

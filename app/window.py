@@ -146,6 +146,7 @@ class MainWindow(ActionsMixin, OpeningMixin, EditingMixin, SavingMixin, StatusMi
         state.image_changed.connect(self._on_image_switched)
         state.mask_changed.connect(self._on_mask_changed)
         state.corrections_changed.connect(self._update_title)  # a never saved mask with them
+        state.corrections_changed.connect(self._update_actions)
         state.model_changed.connect(self._show_model)
         state.suggestions_changed.connect(self._show_model)
         state.device_changed.connect(self._on_device_changed)
@@ -153,6 +154,7 @@ class MainWindow(ActionsMixin, OpeningMixin, EditingMixin, SavingMixin, StatusMi
         state.window_changed.connect(self._update_actions)
         state.choices_changed.connect(self._update_actions)
         self.unsaved.changed.connect(self._update_title)
+        self.unsaved.changed.connect(self._update_actions)  # Save once the mask has content
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.viewer.layers.selection.events.active.connect(self._update_tools)
         self.notified.connect(self._show_notification)

@@ -17,7 +17,8 @@ of about 10 ms; the clock starts just before the button is clicked, so work
 the click itself does on the main thread counts too.
 
 Before the first click it runs the event loop until the widget's background
-warm-up (the engine imports, started when the widget is created) has ended,
+warm-up (the engine imports, started when the widget is created) has ended
+and the loop is idle (what the start-up queued is done: --settle-idle-ms),
 as a person who looks at the image first lets it; --no-settle clicks at once.
 --trace-stalls MS samples every thread while the main thread is stuck and
 prints where it was (also during the longest stall) and the full garbage
@@ -186,9 +187,12 @@ class GCWatch:
 WARM_THREAD = "llm4seg-warm-imports"
 
 
-def settle(limit: float = 120.0) -> None:
-    """Run the event loop until the widget's warm-up thread has ended, as a person who looks
-    at the image before clicking Segment lets it (--no-settle clicks at once)."""
+def settle(idle_ms: float = 300.0, limit: float = 120.0) -> None:
+    """Run the event loop until the widget's warm-up thread has ended, then until the loop
+    is idle (``idle_ms`` without a turn over 20 ms: what the start-up queued, such as the
+    first draw of the fine-tune plot, is done), as a person who looks at the image before
+    clicking Segment lets it (--no-settle clicks at once; --settle-idle-ms 0 stops as soon
+    as the thread has ended, as the bench did before)."""
     from qtpy.QtWidgets import QApplication
 
     app = QApplication.instance()
@@ -197,8 +201,18 @@ def settle(limit: float = 120.0) -> None:
         while th.is_alive() and time.perf_counter() - t < limit:
             app.processEvents()
             th.join(0.01)
-    print(f"warm-up: waited {time.perf_counter() - t:.1f} s for the widget's background "
-          "imports before clicking", flush=True)
+    warm = time.perf_counter() - t
+    quiet_since = time.perf_counter()
+    while idle_ms > 0 and time.perf_counter() - quiet_since < idle_ms / 1e3 \
+            and time.perf_counter() - t < limit:
+        start = time.perf_counter()
+        app.processEvents()
+        if time.perf_counter() - start > 0.02:
+            quiet_since = time.perf_counter()
+        time.sleep(0.005)
+    print(f"warm-up: waited {warm:.1f} s for the widget's background imports, then "
+          f"{time.perf_counter() - t - warm:.1f} s for an idle event loop, before clicking",
+          flush=True)
 
 
 def main() -> int:
@@ -216,6 +230,9 @@ def main() -> int:
                          "for MS ms; also time the full garbage collections")
     ap.add_argument("--no-settle", action="store_true",
                     help="click Segment at once, while the widget's background imports may run")
+    ap.add_argument("--settle-idle-ms", type=float, default=300, metavar="MS",
+                    help="after the warm-up, run the event loop until MS ms pass without a "
+                         "turn over 20 ms (0: click as soon as the warm-up thread ends)")
     args = ap.parse_args()
 
     print("$ " + shlex.join([sys.executable, *sys.argv]), flush=True)
@@ -247,7 +264,7 @@ def main() -> int:
           f"Qt platform {os.environ.get('QT_QPA_PLATFORM', '?')}; napari {napari.__version__}",
           flush=True)
     if not args.no_settle:
-        settle()
+        settle(args.settle_idle_ms)
 
     def run_job(name: str, click) -> dict:
         stamps: list[float] = []

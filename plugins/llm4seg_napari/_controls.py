@@ -11,28 +11,40 @@ current one, the model picker preselects the task the engine suggests for it
 picker), unless the person already chose a model for that image. The jobs
 (Segment, Fine-tune, Save, opening a series) are the main class's,
 :mod:`llm4seg_napari.widget`.
+
+The mask is made ahead: when an image becomes the current one and has no
+mask layer, an empty one (named as the mask, placed like the image) is added
+on the next event-loop turn, once per image, and the selection is put back as
+it was. napari takes 100-200 ms on the main thread to build a labels layer;
+made inside the Segment click, that froze the window (docs/benchmarks.md).
+The empty mask is tracked like any mask (a stroke in it is a correction), is
+what Segment fills, and goes with its image when the image is removed while
+still unused and empty (never segmented into, nothing painted or marked).
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import TYPE_CHECKING, Any
-from weakref import WeakKeyDictionary
+from weakref import WeakKeyDictionary, WeakSet
+
+import numpy as np
 
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_warning
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QComboBox, QListWidgetItem, QWidget
 
 from llm4seg_core.autosave import restorable_slices
 from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.store import ImageInfo, ModelStore, TaskProfile, suggest_models, task_profiles
 from llm4seg_napari._autosave import CorrectionsAutosave, session_target
-from llm4seg_napari._corrections import CorrectionTracker
+from llm4seg_napari._corrections import CORRECTED_KEY, CorrectionTracker
 from llm4seg_napari._layout import WidgetLayout
 from llm4seg_napari.choices import Choice, device_choices, model_choices, task_arg
 from llm4seg_napari.geometry import SERIES_KEY, WINDOW_KEY, volume_from_layer
-from llm4seg_napari.masks import find_mask
+from llm4seg_napari.masks import find_mask, make_mask_layer, mask_name
 from llm4seg_napari.state import AS_LOADED, WidgetState
 
 if TYPE_CHECKING:
@@ -58,6 +70,10 @@ class WidgetControls(WidgetLayout):
         self._tuned = False  # a fine-tune ran: "Segment again" makes sense
         self._profiles: list[TaskProfile] = []  # the tasks the suggestion ranks
         self._chosen: WeakKeyDictionary[Image, str | None] = WeakKeyDictionary()  # per image
+        # the mask made ahead for each image (once per image), and those not used yet
+        self._ahead: WeakKeyDictionary[Image, weakref.ref[Labels]] = WeakKeyDictionary()
+        self._unused: WeakSet[Labels] = WeakSet()
+        self._ahead_due = False  # a _make_mask_ahead call is queued
         self._autosave = CorrectionsAutosave(self)
         self._autosave.saved.connect(self._refresh_restore)
         self._autosave.failed.connect(self.state.set_status)
@@ -251,6 +267,11 @@ class WidgetControls(WidgetLayout):
             event.value.events.name.disconnect(self._refresh_images)
         except (RuntimeError, ValueError, TypeError):
             pass
+        if isinstance(event.value, Image):
+            ref = self._ahead.get(event.value)
+            mask = ref() if ref is not None else None
+            if mask is not None:  # after this removal has ended: napari is still in it
+                QTimer.singleShot(0, lambda: self._drop_unused(mask))
         self._refresh_images()
 
     def _refresh_images(self, *_: Any) -> None:
@@ -289,9 +310,66 @@ class WidgetControls(WidgetLayout):
 
     def _sync_mask(self) -> None:
         """Find the current image's mask layer, and track its corrections."""
-        mask = find_mask(self.viewer, self.state.image)
+        image = self.state.image
+        mask = find_mask(self.viewer, image)
+        if mask is None and image is not None:
+            mask = self._follow_rename(image)
+            if mask is None and image not in self._ahead and not self._ahead_due:
+                self._ahead_due = True  # after the layer event that brought the image
+                QTimer.singleShot(0, self._make_mask_ahead)
         self.state.set_mask(mask)
         self._attach_tracker(mask)
+
+    # ================================================================== the mask made ahead
+    def _make_mask_ahead(self) -> None:
+        """Add the current image's empty mask now, so that Segment does not have to."""
+        self._ahead_due = False
+        image = self.state.image
+        if image is None or image in self._ahead or mask_name(image.name) in self.viewer.layers:
+            return
+        try:
+            shape = volume_from_layer(image.data, self._layer_state(image)).spatial_shape
+        except LLM4SegError:
+            return  # nothing Segment could do with it either
+        layers = self.viewer.layers
+        selection = layers.selection
+        before, active = set(selection), selection.active
+        mask = make_mask_layer(self.viewer, image, tuple(shape))
+        self._ahead[image] = weakref.ref(mask)
+        self._unused.add(mask)
+        # napari selects a new layer: put the selection back (the image's controls stay)
+        if active is not None and active in layers:
+            selection.active = active
+        else:
+            selection.clear()
+        selection.update(layer for layer in before if layer in layers)
+        self._sync_mask()
+
+    def _is_unused(self, mask: Labels) -> bool:
+        """A mask made ahead that is still as made: never segmented into, empty, no slice
+        marked."""
+        return (mask in self._unused and not mask.metadata.get(CORRECTED_KEY)
+                and not np.any(np.asarray(mask.data)))
+
+    def _use_mask(self, mask: Labels) -> None:
+        """``mask`` gets content now (Segment, restored corrections): it is a mask like any."""
+        self._unused.discard(mask)
+
+    def _drop_unused(self, mask: Labels) -> None:
+        """Remove ``mask`` (its image was removed) when it is still unused."""
+        if mask in self.viewer.layers and self._is_unused(mask):
+            self.viewer.layers.remove(mask)
+
+    def _follow_rename(self, image: Image) -> Labels | None:
+        """The image was renamed: its unused made-ahead mask takes the new mask name."""
+        ref = self._ahead.get(image)
+        mask = ref() if ref is not None else None
+        name = mask_name(image.name)
+        if (mask is None or mask not in self.viewer.layers or mask.name == name
+                or name in self.viewer.layers or not self._is_unused(mask)):
+            return None
+        mask.name = name  # its name event refreshes the pickers; find_mask finds it now
+        return mask
 
     def _refresh_series(self, image: Image | None) -> None:
         series = (image.metadata.get(SERIES_KEY) if image is not None else None) or []

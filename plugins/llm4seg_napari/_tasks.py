@@ -61,7 +61,8 @@ def warm_imports() -> None:
     The first Segment otherwise imports them on the Qt main thread (the imports
     inside the widget's methods) or in its worker, where an import holds the GIL
     for long stretches: a few hundred ms to seconds of frozen window, seen with
-    ``bench/bench_event_loop.py --trace-stalls`` (docs/benchmarks.md). The
+    ``bench/bench_event_loop.py --trace-stalls`` (docs/benchmarks.md); it also reads
+    the bundled LLM's header, which the first model load would parse. The
     warm-up ends with a full garbage collection, so that the next one (about
     0.3 s with the GIL held: it freezes the window from any thread) is not due
     during the first jobs.
@@ -79,9 +80,22 @@ def warm_imports() -> None:
                 importlib.import_module(name)
             except Exception:  # noqa: BLE001 - the real import reports it later, in context
                 _log.debug("warm-up import of %s failed", name, exc_info=True)
+        _warm_llm_header()
         gc.collect()
 
     threading.Thread(target=run, name="llm4seg-warm-imports", daemon=True).start()
+
+
+def _warm_llm_header() -> None:
+    """Read the bundled LLM's GGUF header (cached while the file is unchanged): parsing it
+    (its ~49k-token vocabulary, pure Python) otherwise holds the GIL for ~50 ms in the first
+    Segment's worker, just when the window repaints after the click."""
+    try:
+        from llm4seg_core.model.llm.sources import GGUFFileSource
+
+        GGUFFileSource.bundled().header()
+    except Exception:  # noqa: BLE001 - an optimisation only; the model load reports it
+        _log.debug("warm-up of the LLM header failed", exc_info=True)
 
 
 def _warm_vispy() -> None:

@@ -16,9 +16,12 @@ Rules the widget keeps:
   Qt signals, and results are written into napari layers on the main thread.
 * The mask of image ``X`` is the labels layer ``"X mask"``
   (:mod:`llm4seg_napari.masks`), placed like the image and carrying its
-  metadata, so the plugin's writer saves it in the image's geometry. Segment
+  metadata, so the plugin's writer saves it in the image's geometry. It is
+  made, empty, when the image becomes the current one (the controls class,
+  :mod:`llm4seg_napari._controls`: building a labels layer inside the click
+  froze the window), and made by Segment only when missing. Segment
   gives it the model's label names and colours (from the model's file,
-  :func:`llm4seg_core.store.model_profile`).
+  :func:`llm4seg_core.store.model_profile`) and selects it.
 * Corrected slices (edited by a person, or marked as right) are the training
   set of the session: Segment never overwrites them unless "Overwrite
   corrected slices" is ticked (overwritten slices are unmarked).
@@ -199,6 +202,8 @@ class LLM4SegWidget(WidgetControls):
             self._sync_mask()
         else:
             apply_labels(mask, labels)
+            if mask in self._unused:  # made ahead: selected now, as a mask made here would be
+                self.viewer.layers.selection.active = mask
         corrected = set(self.state.corrected_slices)
         overwrite = self.overwrite_check.isChecked()
         n = volume.n_slices
@@ -218,6 +223,7 @@ class LLM4SegWidget(WidgetControls):
                 return cached[1]
             return load_segmenter(model_arg, device, store)
 
+        self._use_mask(mask)
         run = self._run = _SegmentRun(mask, np.zeros(shape, np.uint8), sorted(set(todo)), overwrite)
         skipped = len(wanted) - len(todo)
         return self._start_job(
@@ -364,8 +370,8 @@ class LLM4SegWidget(WidgetControls):
             self._save_handler()
             return
         mask = self.state.mask
-        if mask is None:
-            show_warning("no mask to save yet: Segment first")
+        if mask is None or self._is_unused(mask):  # none, or still as made ahead: empty
+            show_warning("no mask to save yet: Segment first (or paint on the mask)")
             return
         path, _ = QFileDialog.getSaveFileName(self, "Save mask", suggested_mask_path(mask),
                                               MASK_FILTERS)
@@ -413,11 +419,13 @@ class LLM4SegWidget(WidgetControls):
             show_warning(f"the autosaved corrections in {folder} do not fit this image's shape")
             return 0
         mask = self.state.mask
+        dtype = np.dtype(session.info.get("dtype") or session.labels.dtype)
         if mask is None:
-            dtype = np.dtype(session.info.get("dtype") or session.labels.dtype)
             mask = make_mask_layer(self.viewer, image, shape)
-            if mask.data.dtype != dtype:
-                mask.data = mask.data.astype(dtype)
+        if (mask.data.dtype != dtype and tuple(mask.data.shape) == shape
+                and (mask is not self.state.mask or self._is_unused(mask))):
+            mask.data = mask.data.astype(dtype)  # a new (or still empty) mask: the saved type
+        self._use_mask(mask)
         self._sync_mask()
         tracker = self._tracker
         if tracker is None or tracker.layer is not mask or tuple(mask.data.shape) != shape:

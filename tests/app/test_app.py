@@ -251,18 +251,62 @@ def test_drag_and_drop_opens_the_file(make_window, qtbot, small_ct) -> None:
     assert window.image_layer.name == "small_ct"
 
 
+def test_the_empty_mask_made_at_open_is_no_unsaved_change(make_window, dialogs, qtbot,
+                                                          small_ct) -> None:
+    """The image's mask is made, empty, when it opens (so Segment does not build it inside
+    the click): the layers, the actions and the close protocol treat it as nothing yet."""
+    window = make_window()
+    window.brush_spin.setValue(7)
+    window.open_path(small_ct)
+    wait_idle(qtbot, window)
+    qtbot.waitUntil(lambda: window.mask_layer is not None)
+    mask, image = window.mask_layer, window.image_layer
+    assert [layer.name for layer in window.viewer.layers] == ["small_ct", "small_ct mask"]
+    assert window.viewer.layers.selection.active is image  # the image's controls stay
+    assert not mask.data.any() and not mask._undo_history
+    assert mask.brush_size == 7 and window.brush_spin.value() == 7  # the toolbar's size
+    assert not window.has_unsaved_changes() and not window.windowTitle().startswith("*")
+    for action in (window.save_action, window.save_as_action, window.undo_action):
+        assert not action.isEnabled()
+    assert window.segment_action.isEnabled() and window.tool_actions["paint"].isEnabled()
+    window.save_mask_as()  # nothing to save yet: says so, asks no path
+    assert not dialogs.texts("save-dialog") and "no mask to save yet" in dialogs.texts()[-1]
+
+    # Segment fills that layer; then it is the segmentation, unsaved
+    window.widget.select_model(TINY, "tiny CMUNeXt (test)")
+    window.segment_action.trigger()
+    wait_idle(qtbot, window)
+    assert window.mask_layer is mask and "Segmented 6 slice(s)" in window.state.status
+    assert sum(layer.name.endswith("mask") for layer in window.viewer.layers) == 1
+    assert window.has_unsaved_changes() and window.save_action.isEnabled()
+    assert not mask._undo_history  # the model's output is no undo step
+
+    # a fresh open of an image: closing asks nothing
+    dialogs.answers["question"] = Button.Discard
+    assert window.open_path(small_ct)
+    wait_idle(qtbot, window)
+    qtbot.waitUntil(lambda: window.mask_layer is not None and window.mask_layer is not mask)
+    n = len(dialogs.texts("question"))
+    assert window.close()
+    assert len(dialogs.texts("question")) == n
+
+
 def test_replacing_or_closing_with_unsaved_corrections_asks(make_window, dialogs, qtbot,
                                                             small_ct, tmp_path) -> None:
     window = make_window()
     window.open_path(small_ct)
     wait_idle(qtbot, window)
-    window.tool_actions["paint"].trigger()  # no mask yet: the brush makes an empty one
+    qtbot.waitUntil(lambda: window.mask_layer is not None)  # made at open, empty
     mask = window.mask_layer
-    assert mask is not None and mask.data.shape == (6, 48, 48) and not mask.data.any()
-    assert tuple(mask.scale) == pytest.approx(SPACING_XYZ[::-1])
+    assert mask.name == "small_ct mask" and mask.data.shape == (6, 48, 48)
+    assert not mask.data.any() and tuple(mask.scale) == pytest.approx(SPACING_XYZ[::-1])
+    window.tool_actions["paint"].trigger()  # the brush paints into that one
+    assert window.mask_layer is mask and window.viewer.layers.selection.active is mask
     assert not window.has_unsaved_changes()  # empty: nothing to lose
+    assert not window.save_action.isEnabled()
     mask.paint((2, 20, 20), 1)
     assert window.state.corrected_slices == [2] and window.has_unsaved_changes()
+    assert window.save_action.isEnabled() and window.undo_action.isEnabled()
 
     # opening another image: Cancel keeps everything
     dialogs.answers["question"] = Button.Cancel

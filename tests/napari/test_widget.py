@@ -98,15 +98,17 @@ def test_manifest_opens_the_dock_widget(make_napari_viewer) -> None:
     assert any(t.startswith("untrained") for t in labels)
 
 
-def test_window_presets_change_only_contrast(setup) -> None:
+def test_window_presets_change_only_contrast(setup, qtbot) -> None:
     viewer, widget, image = setup
+    qtbot.waitUntil(lambda: widget.state.mask is not None)  # the empty mask, made ahead
     before = image.data.copy()
     widget.window_combo.setCurrentText("bone")
     assert tuple(image.contrast_limits) == pytest.approx(window_limits("bone"))
     widget.window_combo.setCurrentText("lung")
     assert tuple(image.contrast_limits) == pytest.approx(window_limits("lung"))
     np.testing.assert_array_equal(image.data, before)
-    assert widget.state.mask is None  # no layer made by a display change
+    assert [layer.name for layer in viewer.layers] == ["ct", "ct mask"]  # no layer made
+    assert not np.any(widget.state.mask.data)  # by a display change
 
 
 def test_segment_correct_finetune_save(setup, qtbot, tmp_path: Path) -> None:
@@ -415,7 +417,7 @@ def test_series_picker_opens_another_series(make_napari_viewer, qtbot, tmp_path:
     widget.series_combo.setCurrentIndex(1)
     assert widget.open_series()
     _wait(qtbot, widget)
-    new = viewer.layers[-1]
+    new = [layer for layer in viewer.layers if not isinstance(layer, Labels)][-1]
     assert new is not first and new.data.shape == (3, 128, 128)
     assert new.scale[0] == pytest.approx(5.0)
     assert widget.state.image is new
@@ -435,6 +437,78 @@ def _segment_gives(monkeypatch, pattern: np.ndarray) -> None:
         return SegmentResult(seg, list(todo), 0.01)
 
     monkeypatch.setattr(widget_module, "segment_job", fake_job)
+
+
+def test_the_mask_is_made_ahead_and_segment_fills_it(setup, qtbot, monkeypatch) -> None:
+    """The empty mask is there once the image is (not built inside the Segment click)."""
+    viewer, widget, image = setup
+    state = widget.state
+    qtbot.waitUntil(lambda: state.mask is not None)
+    mask = state.mask
+    assert [layer.name for layer in viewer.layers] == ["ct", "ct mask"]
+    assert mask.data.shape == image.data.shape and mask.data.dtype == np.uint8
+    assert not np.any(mask.data) and not mask._undo_history
+    assert tuple(mask.scale) == pytest.approx(SCALE)
+    assert tuple(mask.translate) == pytest.approx(TRANSLATE)
+    assert viewer.layers.selection.active is image  # the image's controls stay shown
+    assert widget.corrections_label.text().startswith("No corrected slices yet")
+    start = len(notification_manager.records)
+    widget.save_button.click()  # nothing in it: nothing to save
+    assert any("no mask to save yet" in m for m in _messages(start))
+
+    # one per image: going back and forth between images makes no more
+    other = viewer.add_image(_synthetic(), name="ct2")
+    assert state.image is image  # the current image stays: no mask for ct2 yet
+    widget.image_combo.setCurrentText("ct2")
+    qtbot.waitUntil(lambda: state.image is other and state.mask is not None)
+    for name in ("ct", "ct2", "ct"):
+        widget.image_combo.setCurrentText(name)
+        qtbot.wait(20)
+    assert sorted(layer.name for layer in viewer.layers) == ["ct", "ct mask", "ct2", "ct2 mask"]
+    assert state.mask is mask
+
+    # a stroke before Segment is a correction; Segment fills that layer around it
+    mask.paint((3, 30, 30), 2)
+    assert state.corrected_slices == [3]
+    history = len(mask._undo_history)
+    _segment_gives(monkeypatch, np.ones(image.data.shape, np.uint8))
+    assert widget.segment()
+    _wait(qtbot, widget)
+    assert state.mask is mask and viewer.layers.selection.active is mask
+    assert sum(isinstance(layer, Labels) for layer in viewer.layers) == 2
+    assert mask.data[3, 30, 30] == 2 and not np.any(mask.data[3] == 1)  # kept as painted
+    assert np.all(np.delete(mask.data, 3, axis=0) == 1)
+    assert len(mask._undo_history) == history  # the model's output is no undo step
+    assert state.corrected_slices == [3]
+
+
+def test_an_unused_mask_made_ahead_goes_with_its_image(setup, qtbot) -> None:
+    viewer, widget, image = setup
+    state = widget.state
+    qtbot.waitUntil(lambda: state.mask is not None)
+    image.name = "ct renamed"  # the empty mask follows the name
+    qtbot.waitUntil(lambda: state.mask is not None and state.mask.name == "ct renamed mask")
+    assert [layer.name for layer in viewer.layers] == ["ct renamed", "ct renamed mask"]
+    viewer.layers.remove(image)
+    qtbot.waitUntil(lambda: len(viewer.layers) == 0)
+
+    # one with a stroke in it stays when its image goes
+    other = viewer.add_image(_synthetic(), name="b")
+    qtbot.waitUntil(lambda: state.mask is not None)
+    state.mask.paint((2, 10, 10), 1)
+    viewer.layers.remove(other)
+    qtbot.wait(50)
+    assert [layer.name for layer in viewer.layers] == ["b mask"]
+
+    # a mask the person deleted is not made again for that image
+    viewer.add_image(_synthetic(), name="c")
+    qtbot.waitUntil(lambda: "c mask" in viewer.layers)
+    viewer.layers.remove("c mask")
+    qtbot.wait(50)
+    assert "c mask" not in viewer.layers and state.mask is None
+    assert widget.segment()  # Segment makes it then
+    _wait(qtbot, widget)
+    assert state.mask is not None and state.mask.name == "c mask"
 
 
 def test_keep_what_continues_my_corrections(setup, qtbot, monkeypatch) -> None:
@@ -497,9 +571,11 @@ def test_state_is_the_session(setup, qtbot) -> None:
     heard: dict[str, list] = {name: [] for name in (
         "job_started", "job_finished", "progress", "mask_changed", "corrections_changed",
         "model_changed", "device_changed", "window_changed", "status_changed")}
+    qtbot.waitUntil(lambda: state.mask is not None)  # the image's mask, made ahead (empty)
+    ahead = state.mask
     for name, calls in heard.items():
         getattr(state, name).connect(lambda *args, calls=calls: calls.append(args))
-    assert state.image is image and state.mask is None and not state.is_busy
+    assert state.image is image and ahead.name == "ct mask" and not state.is_busy
     assert state.model_arg == TINY and state.model_text == "tiny CMUNeXt (test)"
     assert [c.arg for c in state.model_choices][0] is None  # the default model comes first
     assert state.device_arg == "auto" and state.device_text.startswith("auto (")
@@ -511,7 +587,7 @@ def test_state_is_the_session(setup, qtbot) -> None:
     _wait(qtbot, widget)
     assert heard["job_finished"] == [("segment", "done")] and state.kind is None
     assert (12, 12) in heard["progress"] and heard["progress"][-1] == (0, 0)
-    assert state.mask is not None and heard["mask_changed"] == [(state.mask,)]
+    assert state.mask is ahead and heard["mask_changed"] == []  # Segment filled that one
     assert state.status.startswith("Segmented 12 slice(s)")
     assert widget.status_label.text() == state.status and heard["status_changed"]
 
