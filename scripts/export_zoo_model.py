@@ -54,7 +54,7 @@ def export(src: Path, dst: Path, args: argparse.Namespace) -> dict:
         # what images the model is for: read by the model suggestion of the UIs
         "fits": {
             "kind": args.kind,
-            "rgb": model.spec.in_channels == 3 and args.kind == "2d",
+            "rgb": model.spec.in_channels == 3 and args.kind != "3d",
             "modality": args.modality,
             "body_part": args.body_part,
             "keywords": [k for k in args.keywords.split(",") if k],
@@ -72,7 +72,8 @@ def main() -> int:
     p.add_argument("--labels", required=True, help="label names, comma-separated, in value order")
     p.add_argument("--data-name", default="")
     p.add_argument("--license", default="")
-    p.add_argument("--kind", choices=("2d", "3d"), help="pictures or volumes")
+    p.add_argument("--kind", choices=("2d", "3d", "any"),
+                   help="pictures, volumes, or any (a slice model that also suits volumes)")
     p.add_argument("--modality",
                    help="DICOM modality code the model is for: US, CT, MR, ES (endoscopy), XC (camera)")
     p.add_argument("--body-part", default="", help="DICOM BodyPartExamined, e.g. BREAST, THYROID")
