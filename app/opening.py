@@ -27,6 +27,7 @@ from llm4seg_napari import (
     VOLUME_KEY,
     JobRunner,
     Outcome,
+    image_notes,
     mask_name,
     read_layers,
     task_arg,
@@ -256,8 +257,18 @@ class OpeningMixin:
                      if spacing and record.get("kind") != "image2d" else "")
             series = image.metadata.get(SERIES_KEY) or []
             more = f"; {len(series) - 1} other series in the folder" if len(series) > 1 else ""
-            self.statusBar().showMessage(f"Opened {image.name} ({shape}{extra}){more}. "
-                                         f"{self._segment_hint()}", 15_000)
+            # the series were offered before reading (choose_series): only the reader's warnings
+            notes = image_notes(image.metadata, other_series=False)
+            if notes:
+                self.statusBar().showMessage(f"Opened {image.name} ({shape}{extra}){more}. "
+                                             + " ".join(f"WARNING: {n}." for n in notes), 30_000)
+                for note in notes:
+                    _log.warning("%s: %s", image.name, note)
+                QMessageBox.warning(self, APP_TITLE, f"{image.name} was read with a warning:\n\n"
+                                    + "\n\n".join(n[0].upper() + n[1:] + "." for n in notes))
+            else:
+                self.statusBar().showMessage(f"Opened {image.name} ({shape}{extra}){more}. "
+                                             f"{self._segment_hint()}", 15_000)
         if path is not None:
             self.settings.add_recent(path)
             self.settings.last_folder = path if path.is_dir() else path.parent

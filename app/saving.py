@@ -3,6 +3,11 @@
 The write itself is the plugin widget's ``save_mask`` job (atomic, in the
 image's geometry); the window remembers, per mask, where it was saved and
 after how many edits (:class:`~llm4seg_app.dirty.UnsavedTracker`).
+
+Save as offers DICOM-SEG (.dcm) too when the image was read from DICOM: the
+model's label names and colours and the model that segmented it go into it
+(:mod:`llm4seg_napari._writer`). A .dcm name for another image is refused at
+once, saying why.
 """
 
 from __future__ import annotations
@@ -16,7 +21,14 @@ from qtpy.QtWidgets import QFileDialog, QMessageBox
 
 from llm4seg_app import APP_TITLE
 from llm4seg_core.io import SUPPORTED_MASK_SUFFIXES
-from llm4seg_napari import MASK_FILTERS, VOLUME_KEY, suggested_mask_path
+from llm4seg_core.io.masks import DICOM_SEG_SUFFIX
+from llm4seg_napari import (
+    DICOM_SEG_FILTER,
+    VOLUME_KEY,
+    is_from_dicom,
+    mask_filters,
+    suggested_mask_path,
+)
 
 if TYPE_CHECKING:
     from llm4seg_app.dirty import UnsavedTracker
@@ -86,8 +98,10 @@ class SavingMixin:
             QMessageBox.information(self, APP_TITLE, "There is no mask to save yet: Segment "
                                     "first (or paint one with the Brush).")
             return False
-        path, _ = QFileDialog.getSaveFileName(self, "Save mask", self._suggested_path(mask),
-                                              MASK_FILTERS)
+        path, chosen = QFileDialog.getSaveFileName(self, "Save mask", self._suggested_path(mask),
+                                                   mask_filters(mask))
+        if path and chosen == DICOM_SEG_FILTER and not Path(path).suffix:
+            path += DICOM_SEG_SUFFIX
         return self.save_mask_to(path) if path else False
 
     def save_mask_to(self, path: str) -> bool:
@@ -102,6 +116,14 @@ class SavingMixin:
         p = Path(path).expanduser()
         if not p.suffix:  # as the writer does: the format that fits the image
             p = p.with_name(p.name + _mask_suffix(suggested_mask_path(mask)))
+        if p.suffix.lower() == DICOM_SEG_SUFFIX and not is_from_dicom(mask):
+            QMessageBox.information(
+                self, APP_TITLE, "A DICOM-SEG (.dcm) refers to the DICOM files of its image, and "
+                "this image was not read from DICOM. Save the mask as .nii.gz, .nrrd, .mha or "
+                ".png instead.")
+            self.statusBar().showMessage("Not saved: a DICOM-SEG needs an image read from DICOM.",
+                                         10_000)
+            return False
         self._pending_save = _PendingSave(str(p), mask, self.unsaved.edits(mask))
         if not self.widget.save_mask(str(p)):
             self._pending_save = None

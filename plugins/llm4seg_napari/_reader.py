@@ -31,6 +31,12 @@ The reading function returns napari layer-data tuples ``(array, kwargs,
   unsupported contents) raises :class:`~llm4seg_core.errors.LLM4SegError`
   from the reading function, with a message for a person; napari catches
   reader errors and shows them as a notification, and keeps running.
+* **What the engine had to decide** (``Volume.meta["warning"]``: duplicate
+  slices left out, a DICOM file named .png read as DICOM; ``"other_series"``:
+  the folder held other series): :func:`image_notes` words it, and the reading
+  function napari calls shows each note as a warning notification (the app,
+  which calls :func:`read_layers` itself, shows them in its status bar and
+  message dialog).
 """
 
 from __future__ import annotations
@@ -66,7 +72,8 @@ ReaderFunction = Callable[[str | Sequence[str]], list[LayerData]]
 READER_SUFFIXES: tuple[str, ...] = DICOM_SUFFIXES + VOLUME_SUFFIXES
 _CHEST_WORDS = ("CHEST", "LUNG", "THORAX", "THX", "PULM")
 
-__all__ = ["READER_SUFFIXES", "LayerData", "napari_get_reader", "read_layers", "volume_layer"]
+__all__ = ["READER_SUFFIXES", "LayerData", "image_notes", "napari_get_reader", "read_layers",
+           "volume_layer"]
 
 
 # --------------------------------------------------------------------------- claiming
@@ -88,7 +95,41 @@ def napari_get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
     ps = [Path(p).expanduser() for p in paths]
     if not all(_claims(p) for p in ps):
         return None
-    return read_layers
+    return _read_and_tell
+
+
+def image_notes(metadata: Any, *, other_series: bool = True) -> list[str]:
+    """What a person should know about how an image layer was read (its ``metadata``).
+
+    The engine's ``Volume.meta["warning"]`` (duplicate slices left out, a
+    file read by its content), and, with ``other_series``, the other series
+    of its DICOM folder that were not read. Empty when there is nothing to say.
+    """
+    record = (metadata or {}).get(VOLUME_KEY) if isinstance(metadata, dict) else None
+    meta = (record or {}).get("meta") or {}
+    notes = []
+    if meta.get("warning"):
+        notes.append(f"{meta['warning']} (check the image before trusting its mask)")
+    others = meta.get("other_series")
+    if other_series and others:
+        n = int(meta.get("n_series_in_folder") or 0) or None
+        notes.append(f"the folder holds {n or 'several'} DICOM series; read the largest "
+                     f"({meta.get('n_files', '?')} files); not read: {others}. Open another "
+                     "with the LLM4Seg widget's series list")
+    return notes
+
+
+def _read_and_tell(path: str | Sequence[str]) -> list[LayerData]:
+    """:func:`read_layers` as napari calls it: its notes shown as warning notifications."""
+    layers = read_layers(path)
+    try:
+        from napari.utils.notifications import show_warning
+    except ImportError:  # npe2 without napari: nothing to show them in
+        return layers
+    for _data, kwargs, _kind in layers:
+        for note in image_notes(kwargs.get("metadata")):
+            show_warning(f"{kwargs.get('name', 'the image')}: {note}")
+    return layers
 
 
 # --------------------------------------------------------------------------- reading

@@ -2,7 +2,13 @@
 
 Volumes go to NIfTI (.nii.gz, .nii), NRRD (.nrrd, also .seg.nrrd) or
 MetaImage (.mha); 2-D pictures in pixel units to PNG (a 0/1 mask is stored as
-0/255). The geometry comes from, in this order:
+0/255). An image read from DICOM can also get a DICOM-SEG (.dcm): one segment
+per label with the model's names and colours, LLM4Seg and the model's task and
+version as its algorithm (``metadata["llm4seg_model"]``, set by Segment),
+frames referencing the source files (the record's ``dicom_files``); another
+image gets a message saying why not. The named labels of the layer
+(:func:`~llm4seg_napari.masks.layer_labels`) also go into NIfTI/NRRD/MHA, as
+a ``<mask>.labels.json`` sidecar. The geometry comes from, in this order:
 
 1. ``metadata["llm4seg_volume"]``, the record the LLM4Seg reader puts on an
    image layer (the dock widget copies it to the labels it makes): the mask is
@@ -24,12 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from llm4seg_core.io import Volume, mask_suffix_for, write_mask
+from llm4seg_core.io import Volume, mask_suffix_for, suffix_of, write_mask
+from llm4seg_core.io.dicomseg import Algorithm
+from llm4seg_core.io.masks import DICOM_SEG_SUFFIX
 from llm4seg_napari.geometry import (
     VOLUME_KEY,
     reference_from_layer,
     reference_from_record,
 )
+from llm4seg_napari.masks import MODEL_KEY, layer_labels
 
 __all__ = ["labels_reference", "write_labels"]
 
@@ -53,12 +62,22 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write one labels layer (``data``, layer attributes ``meta``) to ``path``.
 
     A path without a suffix gets the suggested one (.nii.gz for volumes, .png
-    for pictures in pixel units); another suffix than those of
-    ``SUPPORTED_MASK_SUFFIXES`` raises. Returns ``[written path]``.
+    for pictures in pixel units); .dcm is a DICOM-SEG (images read from DICOM
+    only); another suffix than those and ``SUPPORTED_MASK_SUFFIXES`` raises.
+    Returns ``[written path]``.
     """
     arr = _as_array(data)
     reference = labels_reference(meta or {}, tuple(int(s) for s in arr.shape))
     p = Path(path).expanduser()
     if not p.suffix:
         p = p.with_name(p.name + mask_suffix_for(reference))
-    return [str(write_mask(arr, reference, p))]
+    labels = layer_labels(meta or {})
+    algorithm = None
+    if suffix_of(p) == DICOM_SEG_SUFFIX:
+        metadata = (meta or {}).get("metadata") or {}
+        model = metadata.get(MODEL_KEY) if isinstance(metadata, Mapping) else None
+        model = model if isinstance(model, Mapping) else {}
+        algorithm = Algorithm(task=str(model.get("task") or "default"),
+                              model=str(model.get("model") or ""),
+                              automatic=bool(model.get("automatic", True)))
+    return [str(write_mask(arr, reference, p, labels=labels or None, algorithm=algorithm))]

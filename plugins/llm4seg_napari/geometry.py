@@ -18,7 +18,8 @@ overlay too. A labels layer made for an image must get the same keywords:
 use :func:`layer_kwargs` with the image's record.
 
 The geometry record (``metadata["llm4seg_volume"]``) is a plain, JSON-friendly
-dict: everything of the Volume but its pixels. :func:`reference_from_record`
+dict: everything of the Volume but its pixels (with, for DICOM, its source
+files: what a DICOM-SEG of the mask refers to). :func:`reference_from_record`
 turns it back into a Volume to hand to ``llm4seg_core.io.write_mask``, and
 :func:`volume_from_layer` an image layer into the Volume the engine segments.
 """
@@ -68,6 +69,8 @@ def volume_record(volume: Volume) -> dict[str, Any]:
         "is_rgb": bool(volume.is_rgb),
         "source": volume.source,
         "meta": dict(volume.meta),
+        # read from DICOM: its files in slice order (a DICOM-SEG of the mask refers to them)
+        "dicom_files": list(volume.dicom_files),
     }
 
 
@@ -103,6 +106,7 @@ def reference_from_record(record: Mapping[str, Any], shape: tuple[int, ...]) -> 
         is_rgb=False,
         source=str(record.get("source", "")),
         meta={str(k): str(v) for k, v in dict(record.get("meta") or {}).items()},
+        dicom_files=tuple(str(f) for f in (record.get("dicom_files") or ())),
     )
 
 

@@ -16,7 +16,7 @@ so napari's status bar names the label under the cursor.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +27,16 @@ from llm4seg_napari.geometry import VOLUME_KEY
 if TYPE_CHECKING:
     from napari.layers import Image, Labels
 
+    from llm4seg_core.io.labels import Label
     from llm4seg_core.store import ModelLabel
 
-__all__ = ["MASK_FILTERS", "apply_labels", "find_mask", "label_features", "make_mask_layer",
+__all__ = ["DICOM_SEG_FILTER", "MASK_FILTERS", "MODEL_KEY", "apply_labels", "find_mask",
+           "is_from_dicom", "label_features", "layer_labels", "make_mask_layer", "mask_filters",
            "mask_name", "suggested_mask_path"]
+
+#: Key of the model that segmented a mask in its ``metadata``: ``{"task", "model"}``
+#: (a DICOM-SEG names it as its algorithm).
+MODEL_KEY = "llm4seg_model"
 
 #: The layer transform a mask copies from its image, so the two overlay.
 _PLACEMENT = ("scale", "translate", "rotate", "shear", "affine")
@@ -39,6 +45,19 @@ _PLACEMENT = ("scale", "translate", "rotate", "shear", "affine")
 MASK_FILTERS = (
     "NIfTI (*.nii.gz *.nii);;NRRD (*.nrrd);;MetaImage (*.mha);;PNG, 2-D pictures only (*.png)"
 )
+#: The file-dialog filter of a DICOM-SEG, offered for images read from DICOM only.
+DICOM_SEG_FILTER = "DICOM-SEG (*.dcm)"
+
+
+def is_from_dicom(layer: Any) -> bool:
+    """Whether the image of ``layer`` (an image or its mask) was read from DICOM files."""
+    record = (getattr(layer, "metadata", None) or {}).get(VOLUME_KEY) or {}
+    return bool(record.get("dicom_files"))
+
+
+def mask_filters(layer: Any) -> str:
+    """The Save dialog's filters for the mask of ``layer``: DICOM-SEG too when it is DICOM."""
+    return MASK_FILTERS + (";;" + DICOM_SEG_FILTER if is_from_dicom(layer) else "")
 
 
 def mask_name(image_name: str) -> str:
@@ -102,6 +121,48 @@ def apply_labels(mask: Labels, labels: Sequence[ModelLabel]) -> None:
             colors[int(lab.value)] = lab.color
     mask.colormap = DirectLabelColormap(color_dict=colors)
     mask.features = label_features(labels)
+
+
+def _column(features: Any, name: str) -> list[Any]:
+    if features is None:
+        return []
+    try:
+        return list(features[name])
+    except (KeyError, TypeError, IndexError):
+        return []
+
+
+def layer_labels(attributes: Mapping[str, Any]) -> tuple[Label, ...]:
+    """The named labels of a mask layer (its state ``attributes``): what a saved mask carries.
+
+    Names from the ``features`` table :func:`apply_labels` set (``index``,
+    ``name``; the background row left out), colours from the layer's colormap
+    as shown. Empty when the layer names no label (then a DICOM-SEG says
+    "label 1", ...).
+    """
+    from llm4seg_core.io.labels import Label, default_color
+
+    features = attributes.get("features")
+    values, names = _column(features, "index"), _column(features, "name")
+    colormap = attributes.get("colormap")
+    out: dict[int, Label] = {}
+    for value, name in zip(values, names):
+        try:
+            v = int(value)
+        except (TypeError, ValueError):
+            continue
+        if not 1 <= v <= 255 or not str(name or "").strip():
+            continue
+        color = None
+        try:
+            rgba = np.asarray(colormap.map(np.array([v])), float).reshape(-1)[:4]
+            if rgba.size >= 3 and (rgba.size < 4 or rgba[3] > 0):
+                color = "#" + "".join(f"{round(float(c) * 255):02x}"
+                                      for c in np.clip(rgba[:3], 0, 1))
+        except Exception:  # no colormap, or one without map(): the default colour
+            color = None
+        out[v] = Label(v, str(name).strip(), color or default_color(v))
+    return tuple(out[v] for v in sorted(out))
 
 
 def suggested_mask_path(layer: Image | Labels) -> str:

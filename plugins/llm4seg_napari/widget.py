@@ -59,7 +59,14 @@ from llm4seg_napari._tasks import (
 )
 from llm4seg_napari.geometry import VOLUME_KEY, volume_from_layer
 from llm4seg_napari.jobs import JobRunner, Outcome
-from llm4seg_napari.masks import MASK_FILTERS, apply_labels, make_mask_layer, suggested_mask_path
+from llm4seg_napari.masks import (
+    DICOM_SEG_FILTER,
+    MODEL_KEY,
+    apply_labels,
+    make_mask_layer,
+    mask_filters,
+    suggested_mask_path,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -144,6 +151,8 @@ class LLM4SegWidget(WidgetControls):
         finally:
             if kind == "segment":
                 self._run = None
+            elif kind == "fine-tune" and self.plot is not None:
+                self.plot.finish()  # every point shown, the plot drawn in full
             self.state.end_job(kind, outcome.how)
 
     def cancel_job(self) -> None:
@@ -261,7 +270,10 @@ class LLM4SegWidget(WidgetControls):
         from llm4seg_core.device import describe_device
 
         seg = result.segmenter
+        fresh = self._segmenter_cache is None or self._segmenter_cache[1] is not seg
         self._segmenter_cache = (key, seg)
+        if self._run is not None:  # the model a DICOM-SEG of this mask names as its algorithm
+            self._run.mask.metadata[MODEL_KEY] = {"task": seg.task, "model": seg.name}
         kept = skipped + (self._run.kept if self._run is not None else 0)
         model = f"the {profile.task} model ({seg.name})" if profile is not None else seg.name
         text = (f"Segmented {len(result.slices)} slice(s) with {model} on "
@@ -269,6 +281,10 @@ class LLM4SegWidget(WidgetControls):
         if kept:
             text += f"; {kept} corrected slice(s) kept as you left them"
         text += self._keep_continuations(result)
+        if seg.warning:  # not the model asked for: a damaged current version was passed over
+            text += f" (WARNING: {seg.warning})"
+            if fresh:
+                show_warning(seg.warning)
         self.state.set_status(text + ".")
         if not seg.trained:
             show_warning(
@@ -373,8 +389,10 @@ class LLM4SegWidget(WidgetControls):
         if mask is None or self._is_unused(mask):  # none, or still as made ahead: empty
             show_warning("no mask to save yet: Segment first (or paint on the mask)")
             return
-        path, _ = QFileDialog.getSaveFileName(self, "Save mask", suggested_mask_path(mask),
-                                              MASK_FILTERS)
+        path, chosen = QFileDialog.getSaveFileName(self, "Save mask", suggested_mask_path(mask),
+                                                   mask_filters(mask))
+        if path and chosen == DICOM_SEG_FILTER and not Path(path).suffix:
+            path += ".dcm"
         if path:
             self.save_mask(path)
 
@@ -388,6 +406,10 @@ class LLM4SegWidget(WidgetControls):
             return False
         data = np.array(mask.data, copy=True)
         attributes = self._layer_state(mask)
+        model = (attributes.get("metadata") or {}).get(MODEL_KEY)
+        if isinstance(model, dict) and self.state.corrected_slices:  # a person corrected it
+            attributes["metadata"] = {**attributes["metadata"],
+                                      MODEL_KEY: {**model, "automatic": False}}
 
         def done(written: list[str]) -> None:
             self.state.set_status(f"Saved the mask to {written[0]}.")
@@ -471,6 +493,12 @@ class LLM4SegWidget(WidgetControls):
     def _series_opened(self, layer_data: Any) -> None:
         from napari.layers import Layer
 
+        from llm4seg_napari._reader import image_notes
+
         layer = self.viewer.add_layer(Layer.create(*layer_data))
         self.image_combo.setCurrentText(layer.name)
-        self.state.set_status(f"Opened series {layer.name}.")
+        notes = image_notes(layer.metadata, other_series=False)  # the series list shows those
+        self.state.set_status(f"Opened series {layer.name}." + "".join(
+            f" WARNING: {note}." for note in notes))
+        for note in notes:
+            show_warning(f"{layer.name}: {note}")

@@ -33,6 +33,7 @@ class Dialogs:
     def __init__(self) -> None:
         self.shown: list[tuple[str, str, str]] = []  # (kind, title, text)
         self.answers: dict[str, Any] = {}  # "question" -> StandardButton, "save" -> path ...
+        self.save_filters: list[str] = []  # the filters each Save dialog offered
 
     def texts(self, kind: str | None = None) -> list[str]:
         return [text for k, _title, text in self.shown if kind is None or k == kind]
@@ -74,9 +75,12 @@ def dialogs(monkeypatch) -> Dialogs:
 
     class FakeFileDialog:
         @staticmethod
-        def getSaveFileName(parent, caption="", directory="", *args, **kwargs):  # noqa: N802
+        def getSaveFileName(parent, caption="", directory="", filter="", *args,  # noqa: N802
+                            **kwargs):
             record.shown.append(("save-dialog", caption, directory))
-            return record.answers.get("save", ""), ""
+            record.save_filters.append(filter)
+            # "save-filter": the filter the person picked (default: none)
+            return record.answers.get("save", ""), record.answers.get("save-filter", "")
 
         @staticmethod
         def getOpenFileName(parent, caption="", directory="", *args, **kwargs):  # noqa: N802

@@ -239,6 +239,59 @@ def test_dicom_folder_with_several_series(make_window, dialogs, qtbot, tmp_path)
     assert window.settings.recent[0] == str(study.resolve())
 
 
+def test_dicom_warning_shown_and_save_as_dicom_seg(make_window, dialogs, qtbot, tmp_path,
+                                                   small_ct) -> None:
+    """A series read with a warning says so (status bar, message); Save as offers DICOM-SEG
+    for it, which reads back to the same voxels; a .dcm for a NIfTI image is refused."""
+    import shutil
+
+    from llm4seg_core.io import read_mask
+
+    pytest.importorskip("pydicom.data")
+    folder = tmp_path / "ct"
+    write_ct_series(folder, "1.2.826.0.1.3680043.8.498.3101", 4, "Chest 2.5 mm", 2.5)
+    shutil.copy(sorted(folder.glob("*.dcm"))[0], folder / "copy.dcm")  # a duplicate slice
+    window = make_window()
+    assert window.open_path(folder)
+    wait_idle(qtbot, window)
+    image = window.image_layer
+    assert image is not None and image.data.shape[0] == 4
+    warnings = dialogs.texts("warning")
+    assert len(warnings) == 1 and "duplicate slice" in warnings[0]
+    assert "WARNING" in window.statusBar().currentMessage()
+    assert "duplicate slice" in window.statusBar().currentMessage()
+
+    window.widget.select_model(TINY, "tiny CMUNeXt (test)")
+    window.segment_action.trigger()
+    wait_idle(qtbot, window)
+    mask = window.mask_layer
+    mask.data[1, 10:40, 10:40] = 1  # something in it whatever the untrained model said
+    mask.refresh()
+    want = np.array(mask.data, copy=True)
+    dialogs.answers["save"] = str(tmp_path / "out" / "ct_mask")  # no suffix typed
+    dialogs.answers["save-filter"] = "DICOM-SEG (*.dcm)"
+    (tmp_path / "out").mkdir()
+    assert window.save_mask_as()
+    wait_idle(qtbot, window)
+    assert "DICOM-SEG (*.dcm)" in dialogs.save_filters[-1]
+    written = tmp_path / "out" / "ct_mask.dcm"
+    assert written.is_file() and not window.has_unsaved_changes()
+    np.testing.assert_array_equal(read_mask(written, reference=read_image(folder)), want)
+
+    # a NIfTI image: no DICOM-SEG offered, and a .dcm name is refused with the reason
+    dialogs.answers["question"] = Button.Discard
+    assert window.open_path(small_ct)
+    wait_idle(qtbot, window)
+    window.segment_action.trigger()
+    wait_idle(qtbot, window)
+    dialogs.answers["save"] = str(tmp_path / "out" / "nifti_mask.dcm")
+    dialogs.answers["save-filter"] = ""
+    assert not window.save_mask_as()
+    assert "DICOM-SEG" not in dialogs.save_filters[-1]
+    assert "not read from DICOM" in dialogs.texts("information")[-1]
+    assert not (tmp_path / "out" / "nifti_mask.dcm").exists()
+
+
 def test_drag_and_drop_opens_the_file(make_window, qtbot, small_ct) -> None:
     window = make_window()
     mime = QMimeData()

@@ -262,6 +262,139 @@ def test_writer_refusals(lung2_layer: tuple, tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+class _Colormap:
+    """What the writer reads of a layer's colormap: ``map(values)`` -> RGBA rows."""
+
+    def __init__(self, colors: dict[int, tuple[float, float, float, float]]) -> None:
+        self.colors = colors
+
+    def map(self, values):
+        return np.array([self.colors.get(int(v), (0.0, 0.0, 0.0, 0.0)) for v in values])
+
+
+def _seg_pattern(shape: tuple[int, ...]) -> np.ndarray:
+    labels = np.zeros(shape, np.uint8)
+    labels[1:4, 20:60, 30:70] = 1
+    labels[3, 70:100, 10:40] = 2
+    return labels
+
+
+def test_writer_dicom_seg_round_trip_with_names_colours_and_model(dicom_root: Path,
+                                                                   tmp_path: Path) -> None:
+    import highdicom as hd
+
+    from llm4seg_napari.masks import MODEL_KEY, is_from_dicom, mask_filters
+
+    ((data, kwargs, _),) = read_layers(str(dicom_root))
+    record = kwargs["metadata"][VOLUME_KEY]
+    vol = read_image(dicom_root)
+    assert record["dicom_files"] == list(vol.dicom_files) and len(vol.dicom_files) == 5
+    labels = _seg_pattern(data.shape)
+    # a mask layer's state as napari hands it to a writer: the image's metadata plus the
+    # model that segmented it, the model's label names (features) and colours (colormap)
+    attrs = {
+        "metadata": {**kwargs["metadata"], MODEL_KEY: {"task": "liver", "model": "v3"}},
+        "scale": kwargs["scale"], "translate": kwargs["translate"],
+        "features": {"index": [0, 1, 2], "name": ["background", "liver", "tumour"]},
+        "colormap": _Colormap({1: (1.0, 0.0, 0.0, 1.0), 2: (0.0, 0.5, 1.0, 1.0)}),
+    }
+    (written,) = write_labels(str(tmp_path / "mask.dcm"), labels, attrs)
+    assert written == str(tmp_path / "mask.dcm")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.dcm"]  # no temp left
+    np.testing.assert_array_equal(read_mask(written, reference=vol), labels)  # same voxels
+
+    seg = hd.seg.segread(written)
+    names = {d.SegmentNumber: d.SegmentLabel for d in seg.SegmentSequence}
+    assert sorted(names.values()) == ["liver", "tumour"]
+    by_name = {d.SegmentLabel: d for d in seg.SegmentSequence}
+    for name, rgb in (("liver", (255, 0, 0)), ("tumour", (0, 128, 255))):  # the layer's colours
+        back = hd.color.CIELabColor.from_dicom_value(
+            tuple(by_name[name].RecommendedDisplayCIELabValue)).to_rgb()
+        assert np.allclose(back, rgb, atol=2), (name, back)
+    algo = by_name["tumour"].SegmentationAlgorithmIdentificationSequence[0]
+    assert algo.AlgorithmName == "LLM4Seg" and "liver" in algo.AlgorithmVersion \
+        and "v3" in algo.AlgorithmVersion
+    assert by_name["liver"].SegmentAlgorithmType == "AUTOMATIC"
+    refs = {str(r.ReferencedSOPInstanceUID)
+            for s in seg.ReferencedSeriesSequence for r in s.ReferencedInstanceSequence}
+    assert refs == {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)
+                    for f in vol.dicom_files}
+
+    # the Save dialogs offer DICOM-SEG for this image only
+    class _Layer:
+        def __init__(self, metadata):
+            self.metadata = metadata
+
+    assert is_from_dicom(_Layer(kwargs["metadata"]))
+    assert mask_filters(_Layer(kwargs["metadata"])).endswith(";;DICOM-SEG (*.dcm)")
+
+
+def test_writer_dicom_seg_refused_for_an_image_not_from_dicom(lung2_layer: tuple,
+                                                               tmp_path: Path) -> None:
+    from llm4seg_napari.masks import is_from_dicom, mask_filters
+
+    data, kwargs, _ = lung2_layer
+    assert kwargs["metadata"][VOLUME_KEY]["dicom_files"] == []
+
+    class _Layer:
+        metadata = kwargs["metadata"]
+
+    assert not is_from_dicom(_Layer()) and "DICOM-SEG" not in mask_filters(_Layer())
+    with pytest.raises(LLM4SegError, match="not read from DICOM.*nii.gz"):
+        write_labels(str(tmp_path / "m.dcm"), np.zeros(data.shape, np.uint8),
+                     {"metadata": kwargs["metadata"]})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_named_labels_go_into_a_nifti_sidecar(dicom_root: Path, tmp_path: Path) -> None:
+    from llm4seg_core.io.labels import read_label_sidecar
+
+    ((data, kwargs, _),) = read_layers(str(dicom_root))
+    attrs = {"metadata": kwargs["metadata"],
+             "features": {"index": [0, 1, 2], "name": ["background", "liver", "tumour"]},
+             "colormap": _Colormap({1: (1.0, 0.0, 0.0, 1.0), 2: (0.0, 0.0, 1.0, 1.0)})}
+    (written,) = write_labels(str(tmp_path / "mask.nii.gz"), _seg_pattern(data.shape), attrs)
+    table = read_label_sidecar(written)
+    assert [(t.value, t.name, t.color) for t in table] == [(1, "liver", "#ff0000"),
+                                                           (2, "tumour", "#0000ff")]
+
+
+def _duplicated_series(folder: Path) -> Path:
+    import shutil
+
+    write_ct_series(folder, SERIES_A, 5, "Chest 2.5 mm", dz=2.5)
+    first = sorted(folder.glob("*.dcm"))[0]
+    shutil.copy(first, folder / "copy_of_one_slice.dcm")  # an exact duplicate
+    return folder
+
+
+def test_reader_tells_what_the_engine_decided(dicom_root: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("napari")
+    import napari.utils.notifications as notifications
+
+    from llm4seg_napari._reader import image_notes
+
+    shown: list[str] = []
+    monkeypatch.setattr(notifications, "show_warning", shown.append)
+    # duplicate slices left out
+    folder = _duplicated_series(tmp_path / "dup")
+    ((data, kwargs, _),) = _read(folder)
+    assert data.shape[0] == 5
+    notes = image_notes(kwargs["metadata"])
+    assert len(notes) == 1 and "duplicate slice" in notes[0]
+    assert len(shown) == 1 and "duplicate slice" in shown[0] and kwargs["name"] in shown[0]
+    # the other series of a folder
+    shown.clear()
+    ((_, kwargs, _),) = _read(dicom_root)
+    assert len(shown) == 1 and SERIES_B in shown[0] and "2 DICOM series" in shown[0]
+    assert image_notes(kwargs["metadata"], other_series=False) == []
+    # nothing to say: nothing shown
+    shown.clear()
+    _read(demo_case("lung2")[0])
+    assert shown == []
+
+
 # --------------------------------------------------------------------------- sample data
 
 
@@ -303,7 +436,7 @@ def test_manifest_validates_and_resolves() -> None:
     assert sorted(reader.filename_patterns) == sorted(f"*{s}" for s in READER_SUFFIXES)
     (writer,) = contrib.writers
     assert writer.layer_types == ["labels"]
-    assert writer.filename_extensions == [".nii.gz", ".nii", ".nrrd", ".mha", ".png"]
+    assert writer.filename_extensions == [".nii.gz", ".nii", ".nrrd", ".mha", ".png", ".dcm"]
     assert [s.display_name for s in contrib.sample_data] == ["Demo chest CT (lung2)"]
     (widget,) = contrib.widgets
     assert widget.display_name == "LLM4Seg" and widget.command == f"{PLUGIN}.make_widget"

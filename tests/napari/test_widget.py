@@ -768,3 +768,61 @@ def test_segment_gives_the_mask_the_models_label_names_and_colours(make_napari_v
     _wait(qtbot, widget)
     assert not isinstance(state.mask.colormap, DirectLabelColormap)
     assert state.mask.features.shape[1] == 0
+
+
+def test_dicom_seg_save_names_the_model_and_a_fallback_model_is_said(
+        make_napari_viewer, qtbot, tmp_path: Path, monkeypatch) -> None:
+    """Segment says when the model used is not the one asked for (a damaged current version
+    passed over), once per loaded model; the mask remembers that model, and Save writes it
+    as the algorithm of a DICOM-SEG that reads back to the same voxels."""
+    import highdicom as hd
+
+    import llm4seg_napari.widget as widget_module
+    from llm4seg_core.io import read_mask
+    from llm4seg_napari._reader import read_layers
+    from llm4seg_napari.masks import MODEL_KEY
+
+    from tests.helpers import write_ct_series
+
+    from .test_reader_writer import SERIES_A
+
+    folder = tmp_path / "ct"
+    write_ct_series(folder, SERIES_A, 5, "Chest 2.5 mm", dz=2.5)
+    viewer = make_napari_viewer()
+    widget = LLM4SegWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="LLM4Seg", area="right")
+    ((data, kwargs, _),) = read_layers(str(folder))
+    viewer.add_image(data, **kwargs)
+    widget.select_model(TINY, "tiny CMUNeXt (test)")
+    pattern = np.zeros(data.shape, np.uint8)
+    pattern[1:3, 20:60, 30:70] = 1
+    _segment_gives(monkeypatch, pattern)
+    real = widget_module.load_segmenter
+    fallback = "the current liver version 'liver-3' is damaged; used 'liver-2' instead"
+
+    def load(*args, **kwargs):
+        seg = real(*args, **kwargs)
+        seg.warning, seg.task = fallback, "liver"
+        return seg
+
+    monkeypatch.setattr(widget_module, "load_segmenter", load)
+    start = len(notification_manager.records)
+    assert widget.segment(scope="volume")
+    _wait(qtbot, widget)
+    state = widget.state
+    assert f"WARNING: {fallback}" in state.status
+    assert sum(fallback in m for m in _messages(start)) == 1
+    model = state.mask.metadata[MODEL_KEY]
+    assert model["task"] == "liver" and model["model"]
+    assert widget.segment(scope="volume")  # the cached model: said in the status, not again
+    _wait(qtbot, widget)
+    assert f"WARNING: {fallback}" in state.status
+    assert sum(fallback in m for m in _messages(start)) == 1
+
+    out = tmp_path / "mask.dcm"
+    assert widget.save_mask(str(out))
+    _wait(qtbot, widget)
+    np.testing.assert_array_equal(read_mask(out, reference=read_image(folder)), pattern)
+    algo = hd.seg.segread(str(out)).SegmentSequence[0] \
+        .SegmentationAlgorithmIdentificationSequence[0]
+    assert algo.AlgorithmName == "LLM4Seg" and "liver" in algo.AlgorithmVersion
