@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtCore import QObject, Qt, QTimer, Signal
 from qtpy.QtGui import QColor, QImage, QPainter
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
@@ -247,8 +247,11 @@ def TrainingPlot(parent: QWidget | None = None) -> QWidget:  # noqa: N802 (a wid
             self._final = QTimer(self)  # finish: the full draw, a little after the run's end
             self._final.setSingleShot(True)
             self._final.timeout.connect(self._draw_final)
-            self._bridge = _Bridge(self)
-            self._bridge.ready.connect(self._on_picture)
+            # no parent: the drawing thread may still emit after this widget is deleted, so
+            # the bridge lives as long as the thread holds it (a deleted sender would crash);
+            # the queued connection to this widget ends with the widget
+            self._bridge = _Bridge()
+            self._bridge.ready.connect(self._on_picture, Qt.ConnectionType.QueuedConnection)
             self._figure = _Figure()
             self._painter = _Painter(self._figure, self._bridge.ready.emit)
             self.destroyed.connect(self._painter.stop)

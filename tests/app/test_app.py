@@ -155,7 +155,10 @@ def test_open_file_window_presets_and_recent(make_window, dialogs, qtbot, small_
     assert len(entries) == 1
     entries[0].trigger()
     wait_idle(qtbot, window)
-    assert [layer.name for layer in window.viewer.layers] == ["small_ct"]
+    # the image once (replaced, not added again), and at most its one empty mask made ahead
+    qtbot.waitUntil(lambda: "small_ct mask" in [layer.name for layer in window.viewer.layers],
+                    timeout=5000)
+    assert [layer.name for layer in window.viewer.layers] == ["small_ct", "small_ct mask"]
 
 
 def test_errors_show_a_dialog_and_the_app_stays_usable(make_window, dialogs, qtbot,
