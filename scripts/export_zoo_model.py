@@ -101,8 +101,10 @@ def main() -> int:
     if len(res["per_label"]) > 1:
         for k, v in res["per_label"].items():
             d = v["dice"]
+            hd = v["hd95"]["mean"]
+            hd_text = f"{hd:.1f} {unit}" if hd is not None else "undefined (never found)"
             print(f"  label {k} ({names[k - 1]}): Dice {d['mean']:.4f} (sd {d['sd']:.3f}, "
-                  f"{d['n']} cases), IoU {v['iou']['mean']:.4f}, HD95 {v['hd95']['mean']:.1f} {unit}")
+                  f"{d['n']} cases), IoU {v['iou']['mean']:.4f}, HD95 {hd_text}")
         print(f"  mean label Dice {res['mean_label_dice']:.4f}")
     if res["empty_references"]:
         print(f"  {res['empty_references']} cases have an empty reference "
