@@ -4,7 +4,8 @@ Plain Python on llm4seg_core: :func:`segment_job` segments the chosen slices
 into a buffer, :func:`finetune_job` fine-tunes the chosen model on the
 corrected slices and saves the new version (:func:`llm4seg_core.loop.
 finetune_corrections`). Both report through the job's
-:class:`~llm4seg_core.jobs.Callbacks` and stop when it cancels.
+:class:`~llm4seg_core.jobs.Callbacks` and stop when it cancels. :class:`SegmentRun`
+is the record of a running Segment (where its slices go, which are shown).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from llm4seg_core.store import ModelStore, VersionInfo
 __all__ = [
     "FinetuneResult",
     "SegmentResult",
+    "SegmentRun",
     "finetune_job",
     "load_segmenter",
     "segment_job",
@@ -53,6 +55,18 @@ _WARM_MODULES = (
     "transformers.models.llama.modeling_llama",
     "transformers.models.qwen2.modeling_qwen2",
 )
+
+
+@dataclass
+class SegmentRun:
+    """A running Segment: where its slices go, and which of them are shown already."""
+
+    mask: Any  # the napari Labels layer the slices go into
+    buffer: np.ndarray
+    order: list[int]  # the slices to segment, in the order the job does them
+    overwrite: bool
+    shown: int = 0  # order[:shown] are written into the mask
+    kept: int = 0  # corrected while the job ran: the person's edit was kept
 
 
 def warm_imports() -> None:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +51,7 @@ from llm4seg_napari._controls import WidgetControls
 from llm4seg_napari._tasks import (
     FinetuneResult,
     SegmentResult,
+    SegmentRun,
     finetune_job,
     load_segmenter,
     segment_job,
@@ -76,18 +76,6 @@ __all__ = ["LLM4SegWidget"]
 _log = logging.getLogger(__name__)
 
 
-@dataclass
-class _SegmentRun:
-    """A running Segment: where its slices go, and which of them are shown already."""
-
-    mask: Labels
-    buffer: np.ndarray
-    order: list[int]  # the slices to segment, in the order the job does them
-    overwrite: bool
-    shown: int = 0  # order[:shown] are written into the mask
-    kept: int = 0  # corrected while the job ran: the person's edit was kept
-
-
 class LLM4SegWidget(WidgetControls):
     """Dock widget: image/model/device pickers, Segment, corrections, Fine-tune, Save."""
 
@@ -101,7 +89,7 @@ class LLM4SegWidget(WidgetControls):
         self._job_done: Callable[[Any], None] = lambda _value: None
         self._save_handler: Callable[[], Any] | None = None
         self._segmenter_cache: tuple[tuple[str, str], Any] | None = None
-        self._run: _SegmentRun | None = None
+        self._run: SegmentRun | None = None
         self._last_loss = ""
 
         self.series_button.clicked.connect(lambda: self.open_series())
@@ -233,7 +221,7 @@ class LLM4SegWidget(WidgetControls):
             return load_segmenter(model_arg, device, store)
 
         self._use_mask(mask)
-        run = self._run = _SegmentRun(mask, np.zeros(shape, np.uint8), sorted(set(todo)), overwrite)
+        run = self._run = SegmentRun(mask, np.zeros(shape, np.uint8), sorted(set(todo)), overwrite)
         skipped = len(wanted) - len(todo)
         return self._start_job(
             "segment", lambda cb: segment_job(get_segmenter, volume, run.order, run.buffer, cb),
