@@ -55,8 +55,6 @@ def score_split(model: str | Path, dataset: str | Path, *, part: str = "val", de
         vol, ref_values = data.read_case(case)
         ref = lut[ref_values]
         pred = seg.segment(vol)
-        if pred.shape != ref.shape:
-            pred = pred.reshape(ref.shape)
         spacing = vol.scale_zyx if ref.ndim == 3 else vol.scale_zyx[-2:]
         per_label = {}
         for k in range(1, n_labels + 1):

@@ -95,8 +95,9 @@ def _pictures(args: argparse.Namespace, outdir: Path) -> None:
             continue
         data = open_dataset(root / folder)
         lut = data.label_map().lut()
-        case = next(c for c in data.split.val if data.read_case(c)[1].any())
-        picture, ref_values = data.read_case(case)
+        # the first val picture with something to find, each read once
+        case, (picture, ref_values) = next(
+            (c, pair) for c in data.split.val if (pair := data.read_case(c))[1].any())
         reference = lut[ref_values]
         seg = Segmenter.load(task, device=args.device, store=store)
         t0 = time.perf_counter()
