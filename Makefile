@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 data: venv
-	$(BIN)/llm4seg data fetch
+	$(BIN)/llm4seg data fetch --rtstruct
 
 demo: setup
 	$(BIN)/llm4seg demo --fewshot 2 --pictures

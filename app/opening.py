@@ -3,7 +3,9 @@
 One image at a time. Files and DICOM folders are read in a worker thread by
 the plugin's reader (:func:`llm4seg_napari.read_layers`), so geometry, CT
 windows and metadata are the same as in napari; the new layers replace the
-shown ones on the main thread.
+shown ones on the main thread. A label file (a DICOM-SEG, an RTSTRUCT, a mask
+with a label sidecar) does not replace the image: it is added on it as a named,
+coloured labels layer (no image open: a message says to open it first).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from llm4seg_app import APP_TITLE
 from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.io import DICOM_SUFFIXES, PICTURE_SUFFIXES, VOLUME_SUFFIXES
 from llm4seg_core.preprocess import CT_WINDOWS
+from llm4seg_napari._label_files import NOTES_KEY, is_label_file
 from llm4seg_napari import (
     SERIES_KEY,
     VOLUME_KEY,
@@ -158,6 +161,8 @@ class OpeningMixin:
         if not p.exists():
             self.error_dialog("Cannot open", f"No such file or folder:\n{p}")
             return False
+        if series_uid is None and is_label_file(p):
+            return self.open_labels(p)
         if not self._can_replace_image("open another image"):
             return False
         if p.is_dir() and series_uid is None:
@@ -167,6 +172,43 @@ class OpeningMixin:
         return self._start_open(lambda: read_layers(p, series_uid=series_uid),
                                 lambda layers: self._show_layers(layers, p), f"Opening {p.name}…",
                                 p)
+
+    def open_labels(self, path: Path) -> bool:
+        """A label file as a labels layer on the open image (kept); True when reading started."""
+        image = self.state.image
+        if image is None:
+            self.error_dialog("Open the image first",
+                              f"{path.name} holds labels, not an image: open the image they were "
+                              "made on first (for a DICOM-SEG or RTSTRUCT: its DICOM series), "
+                              f"then open {path.name} again.")
+            return False
+        if self.is_opening:
+            QMessageBox.information(self, APP_TITLE, "Another file is being opened; wait for it.")
+            return False
+        images = [(image.name, dict(image.metadata))]
+        return self._start_open(lambda: read_layers(path, images=images),
+                                lambda layers: self._add_label_layers(layers, path, image.name),
+                                f"Reading {path.name} onto {image.name}…", path)
+
+    def _add_label_layers(self, layers: list[tuple], path: Path, image_name: str) -> None:
+        """Add the labels layers of a label file on the image; say what it holds."""
+        notes: list[str] = []
+        names: list[str] = []
+        for data, kwargs, _kind in layers:
+            self.viewer.add_labels(data, **kwargs)
+            notes += (kwargs.get("metadata") or {}).get(NOTES_KEY) or []
+            names += list((kwargs.get("features") or {}).get("name", []))[1:]
+        image = self.state.image
+        if image is not None:
+            self.viewer.layers.selection.active = image
+        text = f"Opened {path.name} on {image_name}: " + (", ".join(names) or "unnamed labels")
+        self.statusBar().showMessage(text + "".join(f". WARNING: {n}" for n in notes), 30_000)
+        if notes:
+            QMessageBox.warning(self, APP_TITLE, f"{path.name} was read with a warning:\n\n"
+                                + "\n\n".join(n[0].upper() + n[1:] + "." for n in notes))
+        self.settings.add_recent(path)
+        self._update_actions()
+        self.image_opened.emit(image_name)
 
     def _after_series_listed(self, folder: Path, series: list[Any]) -> None:
         uid = None

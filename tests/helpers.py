@@ -86,3 +86,62 @@ def write_tiny_zoo(folder: Path, spec: str) -> Path:
         save_checkpoint(build_model(model_spec, seed=1), folder / f"{task}.safetensors",
                         {"task": task, "fits": fits, "labels": labels})
     return folder
+
+
+RTSTRUCT_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
+
+
+def write_rtstruct(path: Path, series: Path, rois: list, *, frame_uid: str | None = None,
+                   series_uid: str | None = None) -> Path:
+    """An RTSTRUCT at ``path`` drawn on the CT series in folder ``series`` (its frame of
+    reference and series, unless ``frame_uid`` / ``series_uid`` say others).
+
+    ``rois``: ``(name, (r, g, b), contours)``, each contour an (n, 3) array of patient mm
+    (x, y, z); an ROI with no contours gets no ContourSequence.
+    """
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    first = pydicom.dcmread(sorted(series.glob("*.dcm"))[0], stop_before_pixels=True)
+    frame = frame_uid or str(first.FrameOfReferenceUID)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = RTSTRUCT_CLASS
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = RTSTRUCT_CLASS, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "RTSTRUCT"
+    ds.PatientName, ds.PatientID = "Test^RT", "rt"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = first.StudyInstanceUID, generate_uid()
+    ds.StructureSetLabel = "test"
+    referenced = Dataset()
+    referenced.SeriesInstanceUID = series_uid or str(first.SeriesInstanceUID)
+    study = Dataset()
+    study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+    study.ReferencedSOPInstanceUID = first.StudyInstanceUID
+    study.RTReferencedSeriesSequence = [referenced]
+    ref_frame = Dataset()
+    ref_frame.FrameOfReferenceUID = frame
+    ref_frame.RTReferencedStudySequence = [study]
+    ds.ReferencedFrameOfReferenceSequence = [ref_frame]
+    ds.StructureSetROISequence, ds.ROIContourSequence = [], []
+    for number, (name, color, contours) in enumerate(rois, 1):
+        roi = Dataset()
+        roi.ROINumber, roi.ReferencedFrameOfReferenceUID, roi.ROIName = number, frame, name
+        roi.ROIGenerationAlgorithm = "MANUAL"
+        ds.StructureSetROISequence.append(roi)
+        item = Dataset()
+        item.ReferencedROINumber, item.ROIDisplayColor = number, list(color)
+        if contours:
+            item.ContourSequence = []
+            for points in contours:
+                c = Dataset()
+                c.ContourGeometricType = "CLOSED_PLANAR"
+                c.NumberOfContourPoints = len(points)
+                c.ContourData = [round(float(v), 3) for v in points.ravel()]
+                item.ContourSequence.append(c)
+        ds.ROIContourSequence.append(item)
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -1,7 +1,7 @@
 """``llm4seg``: the headless front end, one module per subcommand.
 
-``segment``, ``info``, ``models``, ``data``, ``series``, ``demo``, ``train``,
-``finetune``, ``eval``: each module has ``COMMAND`` and ``HELP`` (its name and
+``segment``, ``info``, ``models``, ``data``, ``series``, ``convert``, ``demo``,
+``train``, ``finetune``, ``eval``: each module has ``COMMAND`` and ``HELP`` (its name and
 one-line help), ``add_arguments(parser)`` and ``run(args)``; :func:`build_parser`
 makes one subparser of each. User errors print one line on stderr and exit with
 status 2; Ctrl-C exits 130.
@@ -13,13 +13,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from llm4seg_core.cli import data, demo, finetune, info, models, segment, series, train
+from llm4seg_core.cli import convert, data, demo, finetune, info, models, segment, series, train
 from llm4seg_core.cli import eval as eval_
 from llm4seg_core.errors import Cancelled, LLM4SegError
 
 __all__ = ["build_parser", "main"]
 
-SUBCOMMANDS = (segment, info, models, data, series, demo, train, finetune, eval_)  # --help order
+SUBCOMMANDS = (segment, info, models, data, series, convert, demo, train, finetune, eval_)  # --help order
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,7 @@ Conventions
 from __future__ import annotations
 
 from llm4seg_core.io.dicom import list_dicom_series
+from llm4seg_core.io.dicomlabels import label_object_kind, read_labels, refers_to
 from llm4seg_core.io.formats import (
     DICOM_SUFFIXES,
     PICTURE_SUFFIXES,
@@ -44,10 +45,12 @@ from llm4seg_core.io.formats import (
     is_dicom_file,
     suffix_of,
 )
+from llm4seg_core.io.labels import Label, LabelVolume
 from llm4seg_core.io.masks import (
     check_mask_path,
     mask_labels,
     mask_suffix_for,
+    read_labelled_mask,
     read_mask,
     write_mask,
 )
@@ -61,17 +64,23 @@ __all__ = [
     "SUPPORTED_READ_SUFFIXES",
     "VOLUME_SUFFIXES",
     "DicomSeries",
+    "Label",
+    "LabelVolume",
     "Volume",
     "check_mask_path",
     "folder_has_dicom",
     "format_name",
     "has_dicom_preamble",
     "is_dicom_file",
+    "label_object_kind",
     "list_dicom_series",
     "mask_labels",
     "mask_suffix_for",
     "read_image",
+    "read_labelled_mask",
+    "read_labels",
     "read_mask",
+    "refers_to",
     "suffix_of",
     "write_mask",
 ]

@@ -348,3 +348,18 @@ def read_dicom_folder(folder: Path, series_uid: str | None) -> Volume:
         vol.meta["warning"] = (f"{len(chosen.dropped)} duplicate slice(s) left out: "
                                + "; ".join(chosen.dropped))
     return vol
+
+
+def reference_uids(reference: Volume) -> tuple[str | None, str | None]:
+    """(SeriesInstanceUID, FrameOfReferenceUID) of an image read from DICOM files.
+
+    What a DICOM-SEG or RTSTRUCT must refer to, to be read onto this image;
+    (None, None) for an image not read from DICOM or whose first file is gone.
+    """
+    if not reference.dicom_files:
+        return None, None
+    ds = read_dicom_header(Path(reference.dicom_files[0]),
+                           ["SeriesInstanceUID", "FrameOfReferenceUID"])
+    if ds is None:
+        return reference.meta.get("series_uid"), None
+    return _ds_str(ds, "SeriesInstanceUID"), _ds_str(ds, "FrameOfReferenceUID")

@@ -5,7 +5,8 @@ the algorithm identified (LLM4Seg, the model's task and version); every frame
 referencing the source instance it lies on (the image's own files, in slice
 order: :attr:`~llm4seg_core.io.Volume.dicom_files`). The SEG joins the
 source's study (patient and study attributes copied by highdicom) as a new
-series. :func:`read_dicom_seg_labels` reads one back onto its source's grid.
+series. :func:`read_dicom_seg_labels` reads one back onto its source's grid (refusing a SEG
+made on another series).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from llm4seg_core.errors import LLM4SegError
+from llm4seg_core.io.dicom import reference_uids
 from llm4seg_core.io.labels import Label, label_table
 from llm4seg_core.io.volume import Volume
 
@@ -33,6 +35,7 @@ class Algorithm:
     task: str = "default"
     model: str = ""  # a store version name or a checkpoint file name
     automatic: bool = True  # False once a person corrected it (SEMIAUTOMATIC)
+    manual: bool = False  # drawn by a person (converted from an RTSTRUCT): MANUAL, no algorithm
 
 
 def _codes(name: str) -> tuple[Any, Any]:
@@ -57,17 +60,6 @@ def _codes(name: str) -> tuple[Any, Any]:
 
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
-
-
-def is_dicom_seg(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a DICOM Segmentation object (by its SOP class)."""
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
-    except Exception:
-        return False
-    return str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS
 
 
 def check_dicom_seg_path(reference: Volume) -> None:
@@ -129,6 +121,8 @@ def build_dicom_seg(labels: np.ndarray, reference: Volume, table: Iterable[Label
         parameters={"task": algorithm.task, "model": algorithm.model or "-"})
     kind = hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC if algorithm.automatic else \
         hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC
+    if algorithm.manual:
+        kind, ident = hd.seg.SegmentAlgorithmTypeValues.MANUAL, None
     descriptions = []
     for i, lab in enumerate(ordered):
         category, prop = _codes(lab.name)
@@ -137,6 +131,7 @@ def build_dicom_seg(labels: np.ndarray, reference: Volume, table: Iterable[Label
             segmented_property_type=prop, algorithm_type=kind, algorithm_identification=ident,
             tracking_uid=generate_uid(), tracking_id=f"{algorithm.task}:{lab.value}:{lab.name}"[:64],
             display_color=hd.color.CIELabColor.from_rgb(*lab.rgb)))
+    what = f"converted from {algorithm.model}" if algorithm.manual else f"model {model}"
     first = sources[0]
     try:
         series_number = int(first.get("SeriesNumber", 0) or 0) + 1000
@@ -151,7 +146,7 @@ def build_dicom_seg(labels: np.ndarray, reference: Volume, table: Iterable[Label
             manufacturer="LLM4Seg", manufacturer_model_name="LLM4Seg desktop",
             software_versions=__version__, device_serial_number="none",
             series_description=f"LLM4Seg {model}"[:64], content_label="LLM4SEG",
-            content_description=f"LLM4Seg segmentation, model {model}"[:64],
+            content_description=f"LLM4Seg segmentation, {what}"[:64],
             omit_empty_frames=bool(seg_map.any()))
     except (ValueError, TypeError, AttributeError) as exc:
         raise LLM4SegError(f"cannot make a DICOM-SEG of this image ({exc}); save the mask as "
@@ -173,56 +168,101 @@ def write_dicom_seg(labels: np.ndarray, reference: Volume, path: str | os.PathLi
     return p
 
 
-def read_dicom_seg_labels(path: str | os.PathLike[str],
-                          reference: Volume) -> tuple[np.ndarray, tuple[Label, ...]]:
-    """A DICOM-SEG as labels on ``reference``'s grid (read from the SEG's source files) and its
-    label table (segment number -> value, label -> name, display colour -> colour)."""
+def seg_sources(ds: Any) -> tuple[set[str], set[str]]:
+    """(series UIDs, frame of reference UIDs) a DICOM-SEG dataset says it was made on."""
+    series = {str(r.SeriesInstanceUID) for r in ds.get("ReferencedSeriesSequence", [])
+              if r.get("SeriesInstanceUID")}
+    frames = {str(ds.FrameOfReferenceUID)} if ds.get("FrameOfReferenceUID") else set()
+    return series, frames
+
+
+def _read_seg(path: str | os.PathLike[str]) -> Any:
     import highdicom as hd
-    import pydicom
 
     try:
-        seg = hd.seg.segread(str(path))
-    except Exception as exc:
+        return hd.seg.segread(str(path))
+    except Exception as exc:  # highdicom and pydicom raise assorted errors
         raise LLM4SegError(f"{Path(path).name} is not a readable DICOM-SEG ({exc})") from None
+
+
+def _check_seg_source(seg: Any, reference: Volume, name: str) -> None:
     if not reference.dicom_files:
-        raise LLM4SegError("a DICOM-SEG is read onto the DICOM image it refers to; open that "
-                           "image (its folder) as the reference")
-    uids = [str(pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
-                .SOPInstanceUID) for f in reference.dicom_files]
+        raise LLM4SegError(f"{name} is a DICOM-SEG: it is read onto the DICOM image it was made "
+                           "on; give that image (its folder) as the reference")
+    series, _frame = reference_uids(reference)
+    theirs, _frames = seg_sources(seg)
+    if series and theirs and series not in theirs:
+        raise LLM4SegError(f"{name} was made on series {sorted(theirs)[0]}, not the reference "
+                           f"image's series {series}; open the series it was made on")
+    if len(seg.segment_numbers) > 255:
+        raise LLM4SegError(f"{name} has {len(seg.segment_numbers)} segments; a label mask holds "
+                           "at most 255")
+
+
+def _seg_frames(seg: Any, reference: Volume, uids: list[str], name: str) -> np.ndarray:
+    """The segment number of each voxel, slice by slice in the reference's order."""
     numbers = list(seg.segment_numbers)
     if reference.kind == "image2d" or (len(uids) == 1 and seg.get("NumberOfFrames")
                                        and reference.n_slices > 1):
-        frames = seg.get_pixels_by_source_frame(
-            source_sop_instance_uid=uids[0],
-            source_frame_numbers=list(range(1, reference.n_slices + 1)) if reference.kind == "volume" else [1],
+        n = reference.n_slices if reference.kind == "volume" else 1
+        return np.asarray(seg.get_pixels_by_source_frame(
+            source_sop_instance_uid=uids[0], source_frame_numbers=list(range(1, n + 1)),
             segment_numbers=numbers, combine_segments=True, skip_overlap_checks=True,
-            assert_missing_frames_are_empty=True)
-    else:
-        referenced = {str(x[2]) for x in seg.get_source_image_uids()}
-        unknown = referenced - set(uids)
-        if unknown:
-            raise LLM4SegError(f"{Path(path).name} refers to {len(unknown)} image(s) that are not "
-                               "in the reference image's series; open the series it was made on")
-        frames = seg.get_pixels_by_source_instance(
-            source_sop_instance_uids=uids, segment_numbers=numbers, combine_segments=True,
-            skip_overlap_checks=True, assert_missing_frames_are_empty=True)
-    seg_numbers = np.asarray(frames)
-    table = []
+            assert_missing_frames_are_empty=True))
+    referenced = {str(x[2]) for x in seg.get_source_image_uids()}
+    unknown = referenced - set(uids)
+    if unknown:
+        raise LLM4SegError(f"{name} refers to {len(unknown)} image(s) that are not in the "
+                           "reference image's series; open the series it was made on")
+    return np.asarray(seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, segment_numbers=numbers, combine_segments=True,
+        skip_overlap_checks=True, assert_missing_frames_are_empty=True))
+
+
+def _seg_table(seg: Any) -> tuple[np.ndarray, tuple[Label, ...]]:
+    """(segment number -> label value lookup, the label table) of a SEG's segments."""
+    import highdicom as hd
+
+    numbers = list(seg.segment_numbers)
     lut = np.zeros(max(numbers, default=0) + 1, np.uint8)
+    table = []
     for n in numbers:
         d = seg.get_segment_description(n)
-        name = str(d.segment_label)
         value = _value_of(d, n)
         lut[n] = value
         color = None
         if "RecommendedDisplayCIELabValue" in d:
-            r, g, b = hd.color.CIELabColor.from_dicom_value(d.RecommendedDisplayCIELabValue).to_rgb()
+            cielab = hd.color.CIELabColor.from_dicom_value(d.RecommendedDisplayCIELabValue)
+            r, g, b = cielab.to_rgb()
             color = f"#{r:02x}{g:02x}{b:02x}"
-        table.append({"value": value, "name": name, "color": color})
-    out = lut[seg_numbers]
+        table.append({"value": value, "name": str(d.segment_label), "color": color})
+    return lut, label_table(meta_labels=table)
+
+
+def read_dicom_seg_labels(path: str | os.PathLike[str],
+                          reference: Volume) -> tuple[np.ndarray, tuple[Label, ...]]:
+    """A DICOM-SEG as labels on ``reference``'s grid (read from the SEG's source files) and its
+    label table (segment number -> value, label -> name, display colour -> colour).
+
+    Refused: a SEG made on another series than ``reference``, more than 255 segments.
+    """
+    import pydicom
+
+    name = Path(path).name
+    seg = _read_seg(path)
+    _check_seg_source(seg, reference, name)
+    uids = [str(pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+                .SOPInstanceUID) for f in reference.dicom_files]
+    try:
+        frames = _seg_frames(seg, reference, uids, name)
+    except (ValueError, KeyError, RuntimeError, TypeError) as exc:
+        raise LLM4SegError(f"cannot read the segments of {name} onto the reference image "
+                           f"({exc})") from None
+    lut, table = _seg_table(seg)
+    out = lut[frames]
     if reference.kind == "image2d":
         out = out[0]
-    return np.ascontiguousarray(out.reshape(reference.spatial_shape)), label_table(meta_labels=table)
+    return np.ascontiguousarray(out.reshape(reference.spatial_shape)), table
 
 
 def _value_of(description: Any, number: int) -> int:

@@ -6,7 +6,9 @@ A model says what its labels are in its checkpoint (``meta["labels"] =
 naming and colouring the rest. NIfTI/NRRD/MetaImage masks carry the table in a
 sidecar ``<mask>.labels.json`` written beside them (:func:`write_label_sidecar`),
 which :func:`read_label_sidecar` reads back; DICOM-SEG carries it in its
-segment descriptions (:mod:`~llm4seg_core.io.dicomseg`).
+segment descriptions (:mod:`~llm4seg_core.io.dicomseg`), an RTSTRUCT in its ROI
+names and display colours (:mod:`~llm4seg_core.io.rtstruct`). A mask read with
+its table is a :class:`LabelVolume`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from llm4seg_core.errors import LLM4SegError
 
@@ -47,6 +51,16 @@ class Label:
 
     def to_dict(self) -> dict[str, Any]:
         return {"value": self.value, "name": self.name, "color": self.color}
+
+
+@dataclass(frozen=True, eq=False)
+class LabelVolume:
+    """Labels read onto an image's grid (uint8, its spatial shape), their table, and what a
+    person should know about how they were read (structures skipped, overlaps)."""
+
+    labels: np.ndarray
+    table: tuple[Label, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 def default_color(value: int) -> str:
@@ -128,3 +142,20 @@ def read_label_sidecar(mask_path: str | os.PathLike[str]) -> tuple[Label, ...] |
                            f"{record.get('format') if isinstance(record, dict) else None!r}); "
                            "rename it or delete it")
     return label_table(meta_labels=record.get("labels"))
+
+
+def describe_labels(labels: np.ndarray, table: Iterable[Label] = (),
+                    spacing: Iterable[float] = ()) -> list[str]:
+    """One line per label value in ``labels``: value, name, colour, voxels (and mL with the
+    voxel ``spacing`` (x, y, z) in mm); the table's labels without voxels are said to be empty."""
+    spacing = tuple(float(v) for v in spacing)
+    values, counts = np.unique(np.asarray(labels), return_counts=True)
+    found = {int(v): int(n) for v, n in zip(values, counts) if v > 0}
+    voxel_ml = float(np.prod(spacing)) / 1000.0 if len(spacing) == 3 else None
+    named = {lab.value: lab for lab in label_table(found, meta_labels=[t.to_dict() for t in table])}
+    lines = []
+    for v, lab in sorted(named.items()):
+        n = found.get(v, 0)
+        size = f"{n} voxels" + (f", {n * voxel_ml:.2f} mL" if voxel_ml is not None else "")
+        lines.append(f"{v:>4}  {lab.name}  {lab.color}  {size if n else 'empty'}")
+    return lines

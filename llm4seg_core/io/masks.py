@@ -1,7 +1,9 @@
 """Label masks: where they can be saved, writing them in an image's geometry, reading them back.
 
 Masks are uint8 labels 0-255. A binary mask in a PNG is stored as 0/255 (the
-convention of BUSI/ISIC/Kvasir) and read back as 0/1.
+convention of BUSI/ISIC/Kvasir) and read back as 0/1. :func:`read_mask` gives the
+labels, :func:`read_labelled_mask` the labels and their table (a NIfTI/NRRD/MHA
+mask's sidecar, a DICOM-SEG's segments, an RTSTRUCT's ROIs).
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.io.formats import SUPPORTED_MASK_SUFFIXES, suffix_of
 from llm4seg_core.io.itk import sitk_reason
 from llm4seg_core.io.read import read_image
-from llm4seg_core.io.dicomseg import (
-    Algorithm,
-    check_dicom_seg_path,
-    is_dicom_seg,
-    read_dicom_seg_labels,
-    write_dicom_seg,
+from llm4seg_core.io.dicomlabels import label_object_kind, read_labels
+from llm4seg_core.io.dicomseg import Algorithm, check_dicom_seg_path, write_dicom_seg
+from llm4seg_core.io.labels import (
+    Label,
+    LabelVolume,
+    label_table,
+    read_label_sidecar,
+    write_label_sidecar,
 )
-from llm4seg_core.io.labels import Label, label_table, write_label_sidecar
 from llm4seg_core.io.volume import Volume, unit_geometry
 
 DICOM_SEG_SUFFIX = ".dcm"
@@ -159,15 +162,32 @@ def write_mask(mask: np.ndarray, reference: Volume, path: str | os.PathLike[str]
 def read_mask(path: str | os.PathLike[str], reference: Volume | None = None) -> np.ndarray:
     """Read a label mask as uint8; a 0/255 mask becomes 0/1 (JPEG masks are split at 128).
 
-    With ``reference``, the mask's shape must be the image's spatial shape.
+    With ``reference``, the mask's shape must be the image's spatial shape. A
+    DICOM-SEG or RTSTRUCT is read onto ``reference``'s grid (which it then needs).
     """
     p = Path(path).expanduser()
-    if suffix_of(p) == DICOM_SEG_SUFFIX and is_dicom_seg(p):
-        if reference is None:
-            raise LLM4SegError(f"{p.name} is a DICOM-SEG: open the image it was made on first "
-                               "(it is read onto that image's grid)")
-        return read_dicom_seg_labels(p, reference)[0]
+    if label_object_kind(p):
+        return read_labels(p, _reference_for(p, reference)).labels
     return mask_labels(read_image(p), p, reference)
+
+
+def read_labelled_mask(path: str | os.PathLike[str],
+                       reference: Volume | None = None) -> LabelVolume:
+    """:func:`read_mask` and the mask's label table: from its ``<mask>.labels.json`` sidecar
+    (none: an empty table), or a DICOM-SEG's segments, or an RTSTRUCT's ROIs (with notes)."""
+    p = Path(path).expanduser()
+    if label_object_kind(p):
+        return read_labels(p, _reference_for(p, reference))
+    labels = mask_labels(read_image(p), p, reference)
+    return LabelVolume(labels, read_label_sidecar(p) or ())
+
+
+def _reference_for(path: Path, reference: Volume | None) -> Volume:
+    if reference is None:
+        kind = "a DICOM-SEG" if label_object_kind(path) == "seg" else "an RTSTRUCT"
+        raise LLM4SegError(f"{path.name} is {kind}: open the image it was made on first "
+                           "(it is read onto that image's grid)")
+    return reference
 
 
 def mask_labels(vol: Volume, path: str | os.PathLike[str],

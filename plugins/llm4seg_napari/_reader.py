@@ -27,6 +27,10 @@ The reading function returns napari layer-data tuples ``(array, kwargs,
   fill memory with localizers and duplicate reconstructions in other geometries.
 * **A stacked list of DICOM files** from one folder reads as that series;
   a list of other files gives one layer per file.
+* **Label files** are labels layers with their names and colours
+  (:mod:`llm4seg_napari._label_files`): a DICOM-SEG or RTSTRUCT on the open
+  image it was made on (none open: an error saying to open it first), a mask
+  file with a ``<mask>.labels.json`` sidecar on its own geometry.
 * **Errors**: a path we claim but cannot read (damaged, truncated, empty,
   unsupported contents) raises :class:`~llm4seg_core.errors.LLM4SegError`
   from the reading function, with a message for a person; napari catches
@@ -57,6 +61,7 @@ from llm4seg_core.io import (
     read_image,
     suffix_of,
 )
+from llm4seg_napari._label_files import NOTES_KEY, is_label_file, label_file_layer
 from llm4seg_napari.geometry import (
     SERIES_KEY,
     VOLUME_KEY,
@@ -119,15 +124,32 @@ def image_notes(metadata: Any, *, other_series: bool = True) -> list[str]:
     return notes
 
 
+def _open_images() -> list[tuple[str, Any]]:
+    """The image layers of napari's current viewer as (name, metadata): what a DICOM-SEG or
+    RTSTRUCT is read onto."""
+    try:
+        import napari
+        from napari.layers import Image
+    except ImportError:  # npe2 without napari: no viewer
+        return []
+    viewer = napari.current_viewer()
+    if viewer is None:
+        return []
+    return [(layer.name, layer.metadata) for layer in viewer.layers if isinstance(layer, Image)]
+
+
 def _read_and_tell(path: str | Sequence[str]) -> list[LayerData]:
-    """:func:`read_layers` as napari calls it: its notes shown as warning notifications."""
-    layers = read_layers(path)
+    """:func:`read_layers` as napari calls it (label files onto the viewer's images), its notes
+    shown as warning notifications."""
+    layers = read_layers(path, images=_open_images())
     try:
         from napari.utils.notifications import show_warning
     except ImportError:  # npe2 without napari: nothing to show them in
         return layers
-    for _data, kwargs, _kind in layers:
-        for note in image_notes(kwargs.get("metadata")):
+    for _data, kwargs, kind in layers:
+        metadata = kwargs.get("metadata") or {}
+        notes = metadata.get(NOTES_KEY, []) if kind == "labels" else image_notes(metadata)
+        for note in notes:
             show_warning(f"{kwargs.get('name', 'the image')}: {note}")
     return layers
 
@@ -241,11 +263,16 @@ def _series_uid_of(path: Path) -> str | None:
 
 
 def read_layers(path: str | os.PathLike | Sequence[str], *, series_uid: str | None = None,
-                window: str | None = None) -> list[LayerData]:
+                window: str | None = None,
+                images: Sequence[tuple[str, Any]] = ()) -> list[LayerData]:
     """Read ``path`` (or a list of paths) into napari layer-data tuples.
 
     ``series_uid`` picks a series of a DICOM folder (default: the largest);
     ``window`` forces a CT preset of ``llm4seg_core.preprocess.CT_WINDOWS``.
+    Label files (a DICOM-SEG, an RTSTRUCT, a mask with a label sidecar) are
+    labels layers with their names and colours (:mod:`llm4seg_napari._label_files`);
+    a DICOM-SEG or RTSTRUCT goes onto the one of ``images`` (open image layers
+    as (name, metadata)) it was made on.
     No Qt: front ends call it in a worker thread. Raises LLM4SegError for
     anything unreadable (napari shows the message).
     """
@@ -267,4 +294,5 @@ def read_layers(path: str | os.PathLike | Sequence[str], *, series_uid: str | No
             "the chosen DICOM files are not one series in one folder; "
             "open their folder instead (the largest series is read, the others are listed)"
         )
-    return [_read_one(p, series_uid=series_uid, window=window) for p in paths]
+    return [label_file_layer(p, images) if is_label_file(p)
+            else _read_one(p, series_uid=series_uid, window=window) for p in paths]

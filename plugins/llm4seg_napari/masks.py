@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from llm4seg_core.store import ModelLabel
 
 __all__ = ["DICOM_SEG_FILTER", "MASK_FILTERS", "MODEL_KEY", "apply_labels", "find_mask",
-           "is_from_dicom", "label_features", "layer_labels", "make_mask_layer", "mask_filters",
-           "mask_name", "suggested_mask_path"]
+           "is_from_dicom", "label_features", "labels_kwargs", "layer_labels", "make_mask_layer",
+           "mask_filters", "mask_name", "suggested_mask_path"]
 
 #: Key of the model that segmented a mask in its ``metadata``: ``{"task", "model"}``
 #: (a DICOM-SEG names it as its algorithm).
@@ -99,6 +99,17 @@ def label_features(labels: Sequence[ModelLabel]) -> dict[str, list[Any]]:
     """The features table of a mask with ``labels``: a row per value (0: background)."""
     return {"index": [0, *(lab.value for lab in labels)],
             "name": ["background", *(lab.name for lab in labels)]}
+
+
+def labels_kwargs(labels: Sequence[Label]) -> dict[str, Any]:
+    """Layer keywords that show ``labels`` on a new labels layer (a reader's layer-data tuple):
+    their colours (other values: :data:`~llm4seg_core.io.labels.PALETTE`) and names."""
+    from llm4seg_core.io.labels import default_color
+
+    colors: dict[int | None, Any] = {v: default_color(v) for v in range(1, 256)}
+    colors.update({0: (0.0, 0.0, 0.0, 0.0), None: (0.0, 0.0, 0.0, 0.0)})
+    colors.update({int(lab.value): lab.color for lab in labels if lab.color})
+    return {"colormap": colors, "features": label_features(labels)}
 
 
 def apply_labels(mask: Labels, labels: Sequence[ModelLabel]) -> None:

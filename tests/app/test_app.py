@@ -295,6 +295,39 @@ def test_dicom_warning_shown_and_save_as_dicom_seg(make_window, dialogs, qtbot, 
     assert not (tmp_path / "out" / "nifti_mask.dcm").exists()
 
 
+def test_an_rtstruct_opens_on_the_image_it_was_drawn_on(make_window, dialogs, qtbot,
+                                                        tmp_path) -> None:
+    """Opening an RTSTRUCT adds its named, coloured labels on the open series (the image
+    stays); with no image open, a message says to open it first."""
+    from tests.helpers import write_rtstruct
+
+    pytest.importorskip("pydicom.data")
+    folder = tmp_path / "ct"
+    write_ct_series(folder, "1.2.826.0.1.3680043.8.498.3201", 4, "Chest 2.5 mm", 2.5)
+    vol = read_image(folder)
+    (sx, sy, sz), (ox, oy, oz) = vol.spacing, vol.origin
+    x0, x1, y0, y1, z = ox + 9.6 * sx, ox + 20.4 * sx, oy + 9.6 * sy, oy + 15.4 * sy, oz + sz
+    square = np.array([[x0, y0, z], [x1, y0, z], [x1, y1, z], [x0, y1, z]])
+    rs = write_rtstruct(tmp_path / "rs.dcm", folder, [("GTV", (0, 230, 0), [square]),
+                                                      ("Lost", (9, 9, 9), [])])
+    window = make_window()
+    assert not window.open_path(rs)
+    assert "open the image they were made on first" in dialogs.texts("critical")[-1]
+    assert window.open_path(folder)
+    wait_idle(qtbot, window)
+    image = window.image_layer
+    assert window.open_path(rs)
+    wait_idle(qtbot, window)
+    assert window.image_layer is image and image.name in window.viewer.layers
+    layer = window.viewer.layers[f"{image.name} rs"]
+    assert (np.asarray(layer.data)[1] == 1).sum() == 11 * 6 and not np.asarray(layer.data)[0].any()
+    assert list(layer.features["name"]) == ["background", "GTV"]
+    np.testing.assert_allclose(np.asarray(layer.colormap.map(np.array([1]))).reshape(-1)[:3],
+                               (0, 230 / 255, 0), atol=1 / 255)
+    assert "GTV" in window.statusBar().currentMessage()
+    assert "without contours skipped: Lost" in dialogs.texts("warning")[-1]
+
+
 def test_drag_and_drop_opens_the_file(make_window, qtbot, small_ct) -> None:
     window = make_window()
     mime = QMimeData()
