@@ -14,7 +14,8 @@ on busi and kvasir. Every run has the same recipe (:data:`RECIPE`): 128 x 128,
 batch 8, AdamW 2e-3, weight decay 1e-2, 100 warm-up steps, cosine decay,
 2000 steps; about 30-37 min each on the 2-core CPU. Runs live in
 ``out/train/<dataset>_<variant>_128[_s<seed>]`` and resume where they stopped
-(``run`` is safe to interrupt and start again). ``run`` trains one run at a
+(``run`` is safe to interrupt and start again); each finished run's scores are
+committed in ``docs/paper_table/<run>.json``, since out/ does not outlive a session. ``run`` trains one run at a
 time, in order.
 
 The table scores each run's LAST checkpoint (the end of the fixed budget, no
@@ -40,6 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "out" / "train"
+SCORES = ROOT / "docs" / "paper_table"
+"""Each finished run's scores, committed: out/ does not outlive a session, the table must."""
 DATASETS = ("busi", "kvasir", "ddti", "isic128", "hc18")
 ABLATION_SETS = ("busi", "kvasir")
 
@@ -91,7 +94,9 @@ def train_count(dataset: str) -> int:
 
 
 def state_of(run: Run, out: Path) -> tuple[str, int]:
-    """("done" | "partial" | "new", steps done) of a run folder."""
+    """("done" | "partial" | "new", steps done) of a run: done once its scores are committed."""
+    if (SCORES / f"{run.name}.json").is_file():
+        return "done", int(json.loads((SCORES / f"{run.name}.json").read_text()).get("steps", 0))
     f = run.folder(out) / "train_state.json"
     if not f.is_file():
         return "new", 0
@@ -169,11 +174,15 @@ def score_run(run: Run, out: Path, device: str) -> dict | None:
     from llm4seg_core.valscore import score_split
 
     ckpt = run.folder(out) / "last.safetensors"
-    dest = run.folder(out) / "table_scores.json"
-    if dest.is_file() and dest.stat().st_mtime >= ckpt.stat().st_mtime:
+    dest = SCORES / f"{run.name}.json"
+    if dest.is_file() and (not ckpt.is_file() or dest.stat().st_mtime >= ckpt.stat().st_mtime):
         return json.loads(dest.read_text())
     res = score_split(ckpt, DATA / run.dataset, device=device)
     res.pop("rows")
+    state = json.loads((run.folder(out) / "train_state.json").read_text())
+    res.update(run=run.name, steps=int(state.get("step", 0)),
+               scored=time.strftime("%Y-%m-%d"), checkpoint="last.safetensors")
+    dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(res, indent=1) + "\n")
     print(f"{run.name}: Dice {res['dice']['mean']:.4f}, IoU {res['iou']['mean']:.4f}, "
           f"HD95 {res['hd95']['mean']:.1f} px ({res['cases']} cases, {res['seconds']:.0f} s)",
@@ -183,7 +192,7 @@ def score_run(run: Run, out: Path, device: str) -> dict | None:
 
 def cmd_score(args: argparse.Namespace) -> int:
     for r in selected(args):
-        if state_of(r, args.out)[0] == "done":
+        if (r.folder(args.out) / "last.safetensors").is_file() and state_of(r, args.out)[0] == "done":
             score_run(r, args.out, args.device)
     return 0
 
@@ -208,7 +217,7 @@ def cmd_table(args: argparse.Namespace) -> int:
             if not runs:
                 continue
             scores = [json.loads(p.read_text()) for r in runs
-                      if (p := r.folder(args.out) / "table_scores.json").is_file()]
+                      if (p := SCORES / f"{r.name}.json").is_file()]
             seeds = f"{len(scores)} of {len(runs)}"
             iou = [s["iou"]["mean"] for s in scores]
             dice = [s["dice"]["mean"] for s in scores]

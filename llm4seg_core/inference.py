@@ -20,6 +20,18 @@ DEFAULT_BATCH = {"cpu": 2, "cuda": 8, "mps": 8}
 """Slices per forward pass when none is given. On a CPU batch 2 is the fastest
 per slice (docs/benchmarks.md, "Engine benchmark", CPU: Segmentation)."""
 
+ENGINES = ("auto", "torch", "openvino")
+"""The CPU forward: ``auto`` (OpenVINO where the model's converted form is
+cached, or a call is long enough to pay for converting it, else PyTorch),
+``torch``, ``openvino`` (converted now if need be). Other devices always use
+PyTorch (:mod:`llm4seg_core.fastpath`)."""
+
+FAST_BUILD_MIN_SLICES = 64
+"""``auto`` converts a model (about 15 s, once) only for a call of at least
+this many slices: it saves ~0.07 s a slice against the PyTorch forward on the
+2-core CPU, so the conversion pays back after ~200 slices of this and later
+calls (every later call finds it cached); a single slice never waits for it."""
+
 
 class Segmenter:
     """Volume in, uint8 label volume of the same shape out.
@@ -35,6 +47,8 @@ class Segmenter:
     CUDA a frozen LLM layer is cast to bf16: the Segmenter owns the model it
     is given. ``batch_size`` None picks :data:`DEFAULT_BATCH` for the device:
     small batches on a CPU, where batch 8 is slower per slice than batch 2.
+    On a CPU the forward is the model's OpenVINO form where ``engine``
+    (:data:`ENGINES`) allows it; each call's choice goes to ``callbacks.log``.
     """
 
     def __init__(
@@ -45,8 +59,12 @@ class Segmenter:
         batch_size: int | None = None,
         trained: bool = True,
         name: str = "",
+        engine: str = "auto",
     ) -> None:
         self.device = resolve_device(device)
+        if engine not in ENGINES:
+            raise LLM4SegError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+        self.engine = engine
         if batch_size is None:
             batch_size = DEFAULT_BATCH.get(self.device.type, 8)
         if batch_size < 1:
@@ -70,6 +88,7 @@ class Segmenter:
         device: str | torch.device = "auto",
         batch_size: int | None = None,
         store=None,
+        engine: str = "auto",
     ) -> Segmenter:
         """A Segmenter for ``checkpoint``, or an untrained ``spec``.
 
@@ -85,9 +104,10 @@ class Segmenter:
         dev = resolve_device(device)
         if checkpoint is None and spec is not None:
             model = build_model(spec, device="cpu")
-            return cls(model, device=dev, batch_size=batch_size, trained=False)
+            return cls(model, device=dev, batch_size=batch_size, trained=False, engine=engine)
         r = resolve_model(checkpoint, store, device="cpu")
-        seg = cls(r.model, device=dev, batch_size=batch_size, trained=r.trained, name=r.name)
+        seg = cls(r.model, device=dev, batch_size=batch_size, trained=r.trained, name=r.name,
+                  engine=engine)
         seg.warning, seg.task = r.warning, r.task
         seg.labels = model_labels(r)
         return seg
@@ -98,6 +118,21 @@ class Segmenter:
 
         return label_table(values, meta_labels=[lab.to_dict() for lab in self.labels],
                            names=self.model.spec.label_names)
+
+    def forward_for(self, n_slices: int, log=lambda _t: None):
+        """The forward a call of ``n_slices`` slices runs: the model, or its OpenVINO
+        form (:mod:`llm4seg_core.fastpath`) on a CPU; ``log`` hears the choice."""
+        if self.device.type != "cpu" or self.engine == "torch":
+            return self.model
+        from llm4seg_core import fastpath
+
+        fwd = fastpath.compiled_forward(
+            self.model, log=log,
+            build_if_missing=self.engine == "openvino" or n_slices >= FAST_BUILD_MIN_SLICES)
+        if fwd is None and self.engine == "openvino":
+            raise LLM4SegError("the OpenVINO engine is not available for this model (openvino "
+                               "missing, or its conversion was refused): use --engine torch")
+        return fwd if fwd is not None else self.model
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda":
@@ -140,6 +175,7 @@ class Segmenter:
         hw = tuple(view.shape[1:3])
         pin = self.device.type == "cuda"
         done = 0
+        forward = self.forward_for(len(order), cb.log)
         cb.progress(0, len(order))
         with torch.inference_mode(), self._autocast():
             for start in range(0, len(order), self.batch_size):
@@ -147,10 +183,11 @@ class Segmenter:
                     raise Cancelled(f"segmentation cancelled after {done} of {len(order)} slices")
                 batch = order[start : start + self.batch_size]
                 x = to_model_input(slice_stack(volume, batch, spec.in_channels), limits, spec.image_size)
-                x = x.contiguous(memory_format=torch.channels_last)
+                if forward is self.model:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 if pin:
                     x = x.pin_memory()
-                logits = self.model(x.to(self.device, non_blocking=pin))
+                logits = forward(x.to(self.device, non_blocking=pin))
                 labels = logits_to_labels(logits, hw).cpu().numpy()
                 for k, z in enumerate(batch):
                     view[z] = labels[k]

@@ -34,6 +34,9 @@ def add_model_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda[:N], mps")
     sp.add_argument("--batch-size", type=int, default=None,
                     help="slices per forward pass (default: 2 on a CPU, 8 on a GPU)")
+    sp.add_argument("--engine", choices=("auto", "torch", "openvino"), default="auto",
+                    help="the CPU forward: auto (OpenVINO once the model is converted, which a "
+                    "volume of 64+ slices does once, ~10 s; else PyTorch), torch, openvino")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -49,7 +52,8 @@ def load_segmenter(args: argparse.Namespace) -> Any:
     from llm4seg_core.inference import Segmenter
 
     return Segmenter.load(getattr(args, "model", None), device=args.device,
-                          batch_size=args.batch_size, store=open_store(args))
+                          batch_size=args.batch_size, store=open_store(args),
+                          engine=getattr(args, "engine", "auto"))
 
 
 def describe_segmenter(seg: Any, log: Log) -> None:

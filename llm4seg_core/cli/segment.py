@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     log(f"image: {args.input}: {volume.kind}, shape {volume.array.shape}, spacing {volume.spacing}")
     t0 = time.perf_counter()
     with ProgressBar("segmenting", "slice", not args.quiet) as bar:
-        labels = seg.segment(volume, callbacks=bar.callbacks())
+        labels = seg.segment(volume, callbacks=bar.callbacks(on_log=log))  # the engine's choice
     dt = time.perf_counter() - t0
     from llm4seg_core.io.dicomseg import Algorithm
 

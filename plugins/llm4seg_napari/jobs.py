@@ -76,6 +76,8 @@ class JobRunner(QObject):
     progress = Signal(int, int)
     #: A metrics record the running job reported (fine-tuning: per step).
     metrics = Signal(object)
+    #: A line the running job logged (e.g. the first Segment of a model converting it).
+    message = Signal(str)
     #: A job ended: its :class:`Outcome`.
     finished = Signal(object)
 
@@ -113,7 +115,7 @@ class JobRunner(QObject):
 
         cancel = self._cancel = threading.Event()
         callbacks = Callbacks(on_progress=self.progress.emit, on_metrics=self.metrics.emit,
-                              cancel=cancel)
+                              cancel=cancel, on_log=self.message.emit)
         worker = create_worker(lambda: run_guarded(lambda: fn(callbacks), kind),
                                _start_thread=False)
         self._job += 1

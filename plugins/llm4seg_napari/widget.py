@@ -84,6 +84,7 @@ class LLM4SegWidget(WidgetControls):
         self.runner = JobRunner()  # no parent: a worker may report after the widget is gone
         self.runner.progress.connect(self._on_progress)
         self.runner.metrics.connect(self._on_metrics)
+        self.runner.message.connect(self.state.set_status)  # e.g. "converting this model ..."
         self.runner.finished.connect(self._on_job_finished)
         self.destroyed.connect(self.runner.cancel)  # closing the viewer stops the job
         self._job_done: Callable[[Any], None] = lambda _value: None
