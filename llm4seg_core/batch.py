@@ -101,6 +101,7 @@ def segment_folder(segmenter: Any, folder: str | Path, out_folder: str | Path,
     out.mkdir(parents=True, exist_ok=True)
     run = FolderRun()
     t0 = time.perf_counter()
+    segmenter.forward_for(len(pictures), cb.log)  # the fast path, converted now if it pays
     cb.progress(0, len(pictures))
     for i, (path, stem) in enumerate(zip(pictures, stems, strict=True)):
         if cb.cancelled():

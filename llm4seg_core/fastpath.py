@@ -239,7 +239,7 @@ def compiled_forward(model, *, build_if_missing: bool, threads: int | None = Non
             log("fast CPU path: not built for this model yet and too few slices to pay for it; "
                 "PyTorch forward")
             return None
-        log("fast CPU path: converting this model for OpenVINO (once per model, ~15 s)"
+        log("fast CPU path: converting this model for OpenVINO (once per model, ~10 s)"
             + (" (the cached graph was stale)" if state == "stale" else ""))
         fwd, rec = build(model, key, threads)
         if fwd is None:

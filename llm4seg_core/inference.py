@@ -27,10 +27,15 @@ cached, or a call is long enough to pay for converting it, else PyTorch),
 PyTorch (:mod:`llm4seg_core.fastpath`)."""
 
 FAST_BUILD_MIN_SLICES = 64
-"""``auto`` converts a model (about 15 s, once) only for a call of at least
-this many slices: it saves ~0.07 s a slice against the PyTorch forward on the
-2-core CPU, so the conversion pays back after ~200 slices of this and later
-calls (every later call finds it cached); a single slice never waits for it."""
+"""``auto`` converts a model held only in memory (a fresh fine-tune about to
+segment the rest of its volume) only for a call of at least this many
+slices: conversion takes ~8 s once and saves ~0.1 s a 256-grid slice on the
+2-core CPU, so it pays back after ~80 slices."""
+
+FAST_BUILD_MIN_SLICES_SAVED = 8
+"""The same for a model read from a file (a shipped task, a store version):
+it is used again, and every later call finds it converted, so any volume
+pays the one-time cost at its first Segment; a single picture never waits."""
 
 
 class Segmenter:
@@ -65,6 +70,7 @@ class Segmenter:
         if engine not in ENGINES:
             raise LLM4SegError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
         self.engine = engine
+        self.convert_min_slices = FAST_BUILD_MIN_SLICES  # load() lowers it for saved models
         if batch_size is None:
             batch_size = DEFAULT_BATCH.get(self.device.type, 8)
         if batch_size < 1:
@@ -109,6 +115,8 @@ class Segmenter:
         seg = cls(r.model, device=dev, batch_size=batch_size, trained=r.trained, name=r.name,
                   engine=engine)
         seg.warning, seg.task = r.warning, r.task
+        if r.path is not None:
+            seg.convert_min_slices = FAST_BUILD_MIN_SLICES_SAVED
         seg.labels = model_labels(r)
         return seg
 
@@ -128,7 +136,7 @@ class Segmenter:
 
         fwd = fastpath.compiled_forward(
             self.model, log=log,
-            build_if_missing=self.engine == "openvino" or n_slices >= FAST_BUILD_MIN_SLICES)
+            build_if_missing=self.engine == "openvino" or n_slices >= self.convert_min_slices)
         if fwd is None and self.engine == "openvino":
             raise LLM4SegError("the OpenVINO engine is not available for this model (openvino "
                                "missing, or its conversion was refused): use --engine torch")

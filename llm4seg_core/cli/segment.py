@@ -62,7 +62,7 @@ def _run_folder(args: argparse.Namespace, log) -> int:
     seg = load_segmenter(args)
     describe_segmenter(seg, log)
     with ProgressBar("segmenting", "picture", not args.quiet) as bar:
-        run = segment_folder(seg, args.input, args.output, bar.callbacks())
+        run = segment_folder(seg, args.input, args.output, bar.callbacks(on_log=log))
     n = len(run.results)
     for r in run.failed:
         print(f"{r.source.name}: {r.error}", file=sys.stderr)

@@ -165,6 +165,14 @@ def test_auto_converts_only_for_a_long_call_then_uses_the_cache():
     assert "from the cache" in lines[-1]
 
 
+def test_a_saved_model_converts_for_any_volume_a_fresh_one_only_for_a_long_call():
+    from llm4seg_core.inference import FAST_BUILD_MIN_SLICES, FAST_BUILD_MIN_SLICES_SAVED
+
+    assert Segmenter.load("default", device="cpu").convert_min_slices == FAST_BUILD_MIN_SLICES_SAVED
+    assert Segmenter(model(), device="cpu").convert_min_slices == FAST_BUILD_MIN_SLICES
+    assert FAST_BUILD_MIN_SLICES_SAVED > 1  # a single picture never waits for a conversion
+
+
 def test_conversion_needs_no_network(monkeypatch):
     def refuse(*_a, **_k):
         raise OSError("network access attempted")
