@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from llm4seg_core.errors import Cancelled
+from llm4seg_core.errors import Cancelled, LLM4SegError
 from llm4seg_core.jobs import Callbacks
 from llm4seg_core.postprocess import DEFAULT_STEP_MM, keep_seeded_components, pixel_mm
 
@@ -126,6 +126,23 @@ def keep_continuations(labels: np.ndarray, corrected_slices: Sequence[int], *,
 
 
 # --------------------------------------------------------------------------- fine-tune
+
+
+INHERITED = ("labels", "fits")
+"""What a fine-tuned version keeps of its base's checkpoint metadata: the label
+table (names and colours) and what images the model suits (model suggestion)."""
+
+
+def _inherited(resolved: ResolvedModel) -> dict[str, Any]:
+    from llm4seg_core.store import read_checkpoint_info
+
+    if resolved.path is None:
+        return {}
+    try:
+        meta = read_checkpoint_info(resolved.path).meta
+    except LLM4SegError:
+        return {}
+    return {k: meta[k] for k in INHERITED if k in meta}
 
 
 @dataclass
@@ -232,7 +249,7 @@ def finetune_corrections(base: str | Path | None | ResolvedModel, corrections: C
         }
         outcome.version = store.save(
             model, name=name, parent=outcome.parent, data=record, metrics=metrics,
-            task=outcome.task,
+            task=outcome.task, inherit=_inherited(resolved),
             note=note or (f"fine-tuned on {len(corrections.slices)} corrected slice(s) of "
                           f"{Path(image).name if image else 'an image'}, from {resolved.name}"),
         )

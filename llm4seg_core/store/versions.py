@@ -263,8 +263,13 @@ class ModelStore:
         make_current: bool = True,
         created: str | None = None,
         task: str = _tasks.DEFAULT_TASK,
+        inherit: dict[str, Any] | None = None,
     ) -> VersionInfo:
         """Save ``model``'s trainable/changed tensors as a new version of ``task`` and return it.
+
+        ``inherit``: what the version carries over from its base's checkpoint
+        (``labels``: the label table with colours; ``fits``: what images it suits),
+        written into its checkpoint's metadata as the base had them.
 
         ``name`` defaults to the next ``v0001``, ``v0002``...; an existing name
         (or a task's name) is refused. With ``make_current`` (the default) the
@@ -302,6 +307,8 @@ class ModelStore:
                 "metrics": dict(metrics or {}),
                 "note": note,
             }
+            for key, value in (inherit or {}).items():
+                record.setdefault(key, value)
             record = json.loads(json.dumps(record, default=_jsonable))  # plain JSON types only
             save_checkpoint(model, weights, record)
             from safetensors import safe_open

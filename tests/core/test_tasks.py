@@ -32,7 +32,8 @@ def shipped(tmp_path, monkeypatch):
     save_checkpoint(build_model(TINY, seed=1), first / "polyp.safetensors")
     save_checkpoint(build_model(TINY, seed=2), second / "polyp.safetensors")  # hidden by the first
     save_checkpoint(build_model(TINY, seed=3), second / "breast-us.safetensors",
-                    {"task": "breast-us"})
+                    {"task": "breast-us", "labels": [{"value": 1, "name": "lesion", "color": "#123456"}],
+                     "fits": {"kind": "2d", "modality": "US"}})
     for junk in ("Bad Name.safetensors", "cmunext.safetensors", "v0007.safetensors"):
         (first / junk).write_bytes(b"not a task")  # invalid or clashing names: not tasks
     (first / "polyp.md").write_text("# polyp\n")
@@ -119,6 +120,16 @@ def test_finetune_on_one_task_leaves_the_others(shipped, store):
     # a fine-tune from the shipped model of a task without store versions joins that task
     o2 = finetune_corrections("breast-us", _corrections(), FAST, store=store)
     assert o2.version.task == "breast-us" and o2.version.parent == "breast-us.safetensors"
+    # it keeps the shipped model's label colours and what it fits, for the pickers and layers
+    from llm4seg_core.store import read_checkpoint_info
+
+    meta = read_checkpoint_info(o2.version.path).meta
+    assert meta["labels"] == [{"value": 1, "name": "lesion", "color": "#123456"}]
+    assert meta["fits"] == {"kind": "2d", "modality": "US"}
+    from llm4seg_core.inference import Segmenter
+
+    assert [lab.color for lab in Segmenter.load(o2.version.name, store=store, device="cpu").labels] \
+        == ["#123456"]
     assert store.current("breast-us").name == o2.version.name
     assert store.current("polyp").name == o.version.name and store.current().name == base_d.name
     # several in a row on different tasks: each started from its own task's current
