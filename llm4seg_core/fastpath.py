@@ -144,7 +144,7 @@ def _check_input(spec, batch: int = 2) -> torch.Tensor:
     s = spec.image_size
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, s), torch.linspace(-1, 1, s), indexing="ij")
     base = torch.stack([torch.sin(3 * xx + k) * torch.cos(2 * yy - k) for k in range(batch)])
-    x = base[:, None].expand(batch, spec.in_channels, s, s).clone()
+    x = base[:, None].expand(batch, spec.total_in_channels, s, s).clone()
     return (x + 0.3 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
 
 
@@ -159,7 +159,7 @@ def _convert(model, key: str) -> None:
     xml, bin_, _ = _paths(key)
     xml.parent.mkdir(parents=True, exist_ok=True)
     spec = model.spec
-    shape = openvino.PartialShape([-1, spec.in_channels, spec.image_size, spec.image_size])
+    shape = openvino.PartialShape([-1, spec.total_in_channels, spec.image_size, spec.image_size])
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         converted = openvino.convert_model(model, example_input=_check_input(spec), input=[shape])

@@ -10,6 +10,8 @@ makes its input, with ``y`` the class indices (0 background, 1..N labels).
   ``<case>_image`` / ``<case>_label``)
 - ``corrections``: CorrectionSet, the corrected slices of one volume
 - ``items``: ModelGrid, SliceDataset (the torch dataset the sources hand out)
+- ``prompted``: PromptedSlices, PromptedMix, open_prompted: one object of a
+  slice with simulated prompts, for the prompt model (``llm4seg_core.prompts``)
 
 Nothing is held in RAM as float. The names below are imported lazily (on
 first use), so importing this package, or reading a split, does not import
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from llm4seg_core.datasets.folder2d import Folder2D
     from llm4seg_core.datasets.items import ModelGrid, SliceDataset
     from llm4seg_core.datasets.labels import SPLIT_FILE, LabelMap, Split, random_split
+    from llm4seg_core.datasets.prompted import PromptedMix, PromptedSlices, open_prompted
     from llm4seg_core.datasets.volumes import VolumePairs
 
 _EXPORTS = {
@@ -41,6 +44,9 @@ _EXPORTS = {
     "Folder2D": ".folder2d",
     "VolumePairs": ".volumes",
     "CorrectionSet": ".corrections",
+    "PromptedSlices": ".prompted",
+    "PromptedMix": ".prompted",
+    "open_prompted": ".prompted",
 }
 
 __all__ = sorted([*_EXPORTS, "open_dataset"])

@@ -43,7 +43,7 @@ class LLM4SegNet(nn.Module):
         self.spec = spec
         self.llm_source_sha256 = llm_source_sha256
         self.net = CMUNeXt(
-            in_channels=spec.in_channels,
+            in_channels=spec.total_in_channels,
             num_classes=spec.num_classes,
             dims=spec.dims,
             depths=spec.depths,

@@ -21,6 +21,9 @@ ablation), or no LLM block at all (plain CMUNeXt)."""
 POSITIONAL = ("rope2d", "reference1d")
 ATTENTION = ("bidirectional", "causal")
 INTENSITY = ("auto", "ct", "percentile")
+PROMPT_CHANNELS = 4
+"""Prompt input channels of a promptable model, after the image channels: positive-click
+map, negative-click map, box map, guide mask (:mod:`llm4seg_core.prompts.encode`)."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,11 @@ class ModelSpec:
     sigmoid output) with our fixes: 2D rotary positions and bidirectional
     attention over the bottleneck tokens. The default LLM layer is layer 14 of
     the bundled SmolLM2-135M-Instruct, the layer index the reference uses.
+
+    ``prompt_channels``: 0 for a segmentation model (every model before
+    prompts); :data:`PROMPT_CHANNELS` for a promptable one, whose network
+    takes the prompt maps after the image channels (:attr:`total_in_channels`).
+    A spec with 0 writes no such field, so its JSON is what it always was.
     """
 
     llm_source: str = "smollm2"
@@ -47,6 +55,7 @@ class ModelSpec:
     kernels: tuple[int, ...] = (3, 3, 7, 7, 7)
     intensity: str = "auto"
     label_names: tuple[str, ...] = field(default=())
+    prompt_channels: int = 0
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> LLM4SegError:
@@ -70,10 +79,24 @@ class ModelSpec:
             raise bad("image_size must be a multiple of 16 (four 2x2 poolings)")
         if self.llm_layer < 0:
             raise bad("llm_layer must be >= 0")
+        if self.prompt_channels not in (0, PROMPT_CHANNELS):
+            raise bad(f"prompt_channels must be 0 (no prompts) or {PROMPT_CHANNELS} (positive "
+                      "clicks, negative clicks, box, guide mask)")
+        if self.prompt_channels and self.num_classes != 1:
+            raise bad("a prompt model segments one object: num_classes must be 1")
 
     @property
     def has_llm(self) -> bool:
         return self.llm_mode != "none"
+
+    @property
+    def is_prompt_model(self) -> bool:
+        return self.prompt_channels > 0
+
+    @property
+    def total_in_channels(self) -> int:
+        """The network's input channels: the image's (``in_channels``) and the prompt maps'."""
+        return self.in_channels + self.prompt_channels
 
     @property
     def bottleneck_size(self) -> int:
@@ -89,6 +112,8 @@ class ModelSpec:
         for k, v in d.items():
             if isinstance(v, tuple):
                 d[k] = list(v)
+        if not d["prompt_channels"]:
+            del d["prompt_channels"]  # specs written before prompts, byte for byte
         return d
 
     def to_json(self) -> str:
@@ -129,6 +154,11 @@ PRESETS: dict[str, ModelSpec] = {
     "deepseek-r1-qwen-1.5b": ModelSpec(
         llm_source="deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", llm_layer=27
     ),
+    # promptable and class-agnostic (issue 13; llm4seg_core.prompts), saved as task "prompt"
+    # (a task is never named as a preset, so these two are not called "prompt")
+    "prompt-llm4seg": ModelSpec(image_size=128, in_channels=1, prompt_channels=PROMPT_CHANNELS),
+    "prompt-cmunext": ModelSpec(llm_mode="none", image_size=128, in_channels=1,
+                                prompt_channels=PROMPT_CHANNELS),
 }
 """Named specs accepted wherever a spec is asked for (CLI ``--model``)."""
 

@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""Prompted segmentation benchmark (issue 13): a prompt model and its no-LLM twin, on val splits.
+
+For each dataset folder (``--data``, default every one under shared/data), on
+its val split:
+
+- **one slice, one object** (each label of each val picture; for 3-D sets the
+  middle slice of each contoured structure of each val case): Dice after one
+  click (the simulated first click, most interior point), after one box (the
+  tight box), and NoC@85 / NoC@90: the simulated clicks (each at the centre of
+  the largest error region, the model's previous mask as the guide) needed to
+  reach IoU 0.85 / 0.90, capped at ``--max-clicks`` (20: a failure counts 20);
+- **3-D sets**: each contoured structure of each val case propagated through
+  the volume from k = 1, 2, 3 corrected slices (``slices.choose_slices``:
+  evenly spaced; the ground truth on them), against the outline
+  interpolation between those slices alone (``postprocess.interpolate_between``,
+  the correction loop's fill-between); Dice on the other slices (slices without
+  the structure included), and the seconds each takes;
+- **per-click latency**: p50 / p95 of one click on a 512 x 512 slice.
+
+    python bench/prompt_bench.py --model out/prompt/llm4seg/best.safetensors \
+        --twin out/prompt/cmunext/best.safetensors --json out/prompt_bench.json
+    # smoke run: tiny untrained models, 2 cases
+    python bench/prompt_bench.py --model "prompt-cmunext,image_size=32,dims=8:8:16:16:32" \
+        --twin "prompt-cmunext,image_size=32,dims=8:8:16:16:32" --data busi,msd_hippocampus \
+        --cases 1 --max-clicks 3 --k 1 --latency-runs 3
+
+``--model`` / ``--twin`` take what ``--model`` takes on the command line (a
+file, a store version, ``prompt``, or a spec: untrained, marked so). Prints
+markdown tables; ``--json`` keeps every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    from llm4seg_core.metrics import overlap_scores
+
+    return overlap_scores(np.asarray(pred) > 0, np.asarray(ref) > 0)["dice"]
+
+
+def _noc(ious: list[float], threshold: float, cap: int) -> int:
+    return next((i + 1 for i, v in enumerate(ious) if v >= threshold), cap)
+
+
+def slice_objects(src, cases, allowed_of):
+    """(case, z, value) of the objects the one-slice measures use."""
+    from llm4seg_core.slices import choose_slices
+
+    out = []
+    for case in cases:
+        vol, lab = src.read_case(case)
+        lab = np.asarray(lab)
+        allowed = allowed_of(case)
+        if vol.kind == "image2d":
+            out += [(case, 0, int(v)) for v in np.unique(lab)
+                    if v and (allowed is None or v in allowed)]
+            continue
+        for v in (int(v) for v in np.unique(lab) if v):
+            if allowed is None or v in allowed:
+                out.append((case, choose_slices(lab == v, 1)[0], v))
+    return out
+
+
+def bench_slices(seg, src, objects, max_clicks: int) -> dict:
+    from llm4seg_core.prompts import SlicePrompts
+    from llm4seg_core.prompts.simulate import box_of, click_until, first_click
+
+    rows = {"click1": [], "box": [], "noc85": [], "noc90": []}
+    t0 = time.perf_counter()
+    for case, z, v in objects:
+        vol, lab = src.read_case(case)
+        gt = (np.asarray(lab)[z] if vol.kind == "volume" else np.asarray(lab)) == v
+
+        def predict(prompts, guide, vol=vol, z=z):
+            return seg.segment_slice(vol, z, prompts, guide)
+
+        rows["click1"].append(_dice(predict(SlicePrompts((first_click(gt),)), None), gt))
+        rows["box"].append(_dice(predict(SlicePrompts(box=box_of(gt)), None), gt))
+        ious = click_until(gt, predict, target_iou=0.90, max_clicks=max_clicks)
+        rows["noc85"].append(_noc(ious, 0.85, max_clicks))
+        rows["noc90"].append(_noc(ious, 0.90, max_clicks))
+    out = {k: float(np.mean(v)) if v else float("nan") for k, v in rows.items()}
+    out.update(objects=len(objects), seconds=round(time.perf_counter() - t0, 1))
+    return out
+
+
+def interpolation_only(mask: np.ndarray, zs: list[int], pixel: tuple[float, float]) -> np.ndarray:
+    """The corrected slices and the outline interpolated between consecutive ones."""
+    from llm4seg_core.postprocess import interpolate_between
+
+    out = np.zeros(mask.shape, bool)
+    out[zs] = mask[zs]
+    for a, b in pairwise(zs):
+        if b - a > 1:
+            out[a + 1:b] = interpolate_between(mask[a], mask[b], b - a - 1, pixel)
+    return out
+
+
+def bench_volumes(seg, src, cases, allowed_of, ks: list[int], with_baseline: bool) -> dict:
+    from llm4seg_core.postprocess import pixel_mm
+    from llm4seg_core.prompts import propagate
+    from llm4seg_core.slices import choose_slices
+
+    res = {k: {"prop": [], "prop_s": [], "interp": [], "interp_s": []} for k in ks}
+    for case in cases:
+        vol, lab = src.read_case(case)
+        if vol.kind != "volume" or vol.n_slices < 2:
+            continue
+        allowed = allowed_of(case)
+        for v in (int(v) for v in np.unique(lab) if v):
+            if allowed is not None and v not in allowed:
+                continue
+            mask = np.asarray(lab) == v
+            for k in ks:
+                try:
+                    zs = choose_slices(mask, k)
+                except ValueError:
+                    continue  # the structure spans fewer than k slices
+                rest = np.ones(mask.shape[0], bool)
+                rest[zs] = False
+                t0 = time.perf_counter()
+                prop = propagate(seg, vol, {z: mask[z] for z in zs})
+                res[k]["prop_s"].append(time.perf_counter() - t0)
+                res[k]["prop"].append(_dice(prop.mask[rest], mask[rest]))
+                if with_baseline:
+                    t0 = time.perf_counter()
+                    interp = interpolation_only(mask, zs, pixel_mm(vol))
+                    res[k]["interp_s"].append(time.perf_counter() - t0)
+                    res[k]["interp"].append(_dice(interp[rest], mask[rest]))
+    return {k: {m: float(np.mean(x)) if x else float("nan") for m, x in r.items()}
+            | {"n": len(r["prop"])} for k, r in res.items()}
+
+
+def latency(seg, runs: int) -> dict:
+    from llm4seg_core.io import Volume
+    from llm4seg_core.prompts import Point, SlicePrompts
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:512, :512]
+    arr = (np.where((yy - 256) ** 2 + (xx - 240) ** 2 < 90 ** 2, 60, -800)
+           + rng.integers(-30, 30, (512, 512))).astype(np.int16)[None]
+    vol = Volume(arr, (0.7, 0.7, 2.5), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), modality="CT")
+    prompts = SlicePrompts((Point(256, 240),))
+    guide = np.zeros((512, 512), np.uint8)
+    for _ in range(2):  # warm-up (first-call allocations, the intensity range)
+        seg.segment_slice(vol, 0, prompts, guide)
+    times = []
+    for i in range(runs):
+        prompts = prompts.with_point(Point(200 + i % 100, 240, i % 2 == 0))
+        t0 = time.perf_counter()
+        guide = seg.segment_slice(vol, 0, prompts, guide)
+        times.append(time.perf_counter() - t0)
+    return {"p50_ms": 1e3 * float(np.percentile(times, 50)),
+            "p95_ms": 1e3 * float(np.percentile(times, 95)), "runs": runs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="the prompt model (LLM4Seg)")
+    ap.add_argument("--twin", required=True, help="its no-LLM twin (prompt-cmunext)")
+    ap.add_argument("--names", default="LLM4Seg,CMUNeXt", help="the two rows' names")
+    ap.add_argument("--data", help="comma-separated dataset names or folders (default: all)")
+    ap.add_argument("--cases", type=int, help="at most this many val cases per dataset")
+    ap.add_argument("--max-clicks", type=int, default=20)
+    ap.add_argument("--k", default="1,2,3", help="corrected slices for propagation")
+    ap.add_argument("--latency-runs", type=int, default=30)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--engine", default="auto", choices=("auto", "torch", "openvino"))
+    ap.add_argument("--json", help="write every number here")
+    args = ap.parse_args(argv)
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from train_prompt_model import dataset_paths
+
+    from llm4seg_core.datasets import open_dataset
+    from llm4seg_core.prompts import PromptSegmenter
+
+    names = [n.strip() for n in args.names.split(",")]
+    models = {}
+    for name, arg in zip(names, (args.model, args.twin), strict=True):
+        seg = PromptSegmenter.load(arg, device=args.device, engine=args.engine)
+        models[name + ("" if seg.trained else " (untrained)")] = seg
+    ks = [int(k) for k in args.k.split(",") if k.strip()]
+    report: dict = {"models": {n: s.name for n, s in models.items()}, "slices": {}, "volumes": {},
+                    "latency": {}}
+    for path in dataset_paths(args.data):
+        src = open_dataset(path)
+        cases = list(src.split.val)[: args.cases]
+        contoured = getattr(src, "contoured", None)
+
+        def allowed_of(case, contoured=contoured):
+            return None if contoured is None else contoured[case]
+
+        objects = slice_objects(src, cases, allowed_of)
+        for i, (name, seg) in enumerate(models.items()):
+            report["slices"].setdefault(path.name, {})[name] = bench_slices(seg, src, objects,
+                                                                            args.max_clicks)
+            if getattr(src, "kind", "") == "3d":
+                report["volumes"].setdefault(path.name, {})[name] = bench_volumes(
+                    seg, src, cases, allowed_of, ks, with_baseline=i == 0)
+            print(f"{path.name} / {name}: done", file=sys.stderr, flush=True)
+    for name, seg in models.items():
+        report["latency"][name] = latency(seg, args.latency_runs)
+    print(markdown(report, ks))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1, default=str) + "\n")
+    return 0
+
+
+def markdown(report: dict, ks: list[int]) -> str:
+    lines = ["| dataset | model | objects | Dice 1 click | Dice 1 box | NoC@85 | NoC@90 |",
+             "|---|---|---|---|---|---|---|"]
+    for ds, per in report["slices"].items():
+        for name, r in per.items():
+            lines.append(f"| {ds} | {name} | {r['objects']} | {r['click1']:.3f} | {r['box']:.3f} | "
+                         f"{r['noc85']:.2f} | {r['noc90']:.2f} |")
+    if report["volumes"]:
+        lines += ["", "| dataset | method | k | structures | Dice (other slices) | s each |",
+                  "|---|---|---|---|---|---|"]
+        for ds, per in report["volumes"].items():
+            first = next(iter(per.values()))
+            for k in ks:
+                lines.append(f"| {ds} | interpolation only | {k} | {first[k]['n']} | "
+                             f"{first[k]['interp']:.3f} | {first[k]['interp_s']:.2f} |")
+                for name, r in per.items():
+                    lines.append(f"| {ds} | {name} propagation | {k} | {r[k]['n']} | "
+                                 f"{r[k]['prop']:.3f} | {r[k]['prop_s']:.2f} |")
+    lines += ["", "| model | per-click latency, 512 x 512: p50 | p95 |", "|---|---|---|"]
+    for name, r in report["latency"].items():
+        lines.append(f"| {name} | {r['p50_ms']:.0f} ms | {r['p95_ms']:.0f} ms |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

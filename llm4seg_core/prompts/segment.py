@@ -1,0 +1,194 @@
+"""``PromptSegmenter``: one slice and its prompts in, the object's uint8 mask (slice size) out.
+
+The image channels are made exactly as the
+:class:`~llm4seg_core.inference.Segmenter` makes them (``slice_stack`` ->
+``intensity_range`` -> ``to_model_input``, so a prompt model sees what the
+training items of :mod:`llm4seg_core.datasets.prompted` gave it); the four
+prompt maps of :mod:`~llm4seg_core.prompts.encode` follow them. Binary
+output: logit > 0 at the slice's own size.
+
+Usable from a worker thread: each call flushes denormals for its thread,
+forwards run one at a time under a lock, and the per-volume intensity range
+is cached per image object (weakly, so a closed image is not kept alive).
+
+The model of task :data:`PROMPT_TASK` is used by default (:meth:`load`);
+while none is trained or imported, asking for it fails with a message that
+says so, and an explicit spec (``prompt-llm4seg``) is an untrained model
+(``trained`` False: front ends print their UNTRAINED notice).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from llm4seg_core.device import flush_denormals, resolve_device
+from llm4seg_core.errors import LLM4SegError
+from llm4seg_core.model.spec import PROMPT_CHANNELS
+from llm4seg_core.preprocess import intensity_range, logits_to_labels, slice_stack, to_model_input
+from llm4seg_core.prompts.encode import prompt_maps
+from llm4seg_core.prompts.records import SlicePrompts
+
+__all__ = ["ENGINES", "PROMPT_TASK", "PromptSegmenter", "SliceRequest", "check_prompt_model"]
+
+PROMPT_TASK = "prompt"
+"""The model store task of promptable models."""
+
+ENGINES = ("auto", "torch", "openvino")
+"""The CPU forward: ``auto`` (the model's OpenVINO form when it is already cached, else
+PyTorch), ``torch``, ``openvino`` (converted now if need be)."""
+
+DEFAULT_BATCH = {"cpu": 2, "cuda": 8, "mps": 8}
+
+NO_PROMPT_MODEL = (
+    "no prompt model: task 'prompt' has no version in the model store {root} and none is "
+    "shipped; train one (scripts/train_prompt_model.py) and add it with 'llm4seg models import "
+    "FILE --task prompt', or pass --model with a prompt model checkpoint"
+)
+
+
+@dataclass(frozen=True)
+class SliceRequest:
+    """One slice to segment: its index, its prompts and its guide mask (slice-sized, or None)."""
+
+    z: int
+    prompts: SlicePrompts | None = None
+    guide: np.ndarray | None = None
+
+
+def check_prompt_model(spec: Any, name: str) -> None:
+    """A clear error unless ``spec`` is a prompt model's."""
+    if getattr(spec, "prompt_channels", 0) != PROMPT_CHANNELS:
+        raise LLM4SegError(f"{name} is not a prompt model (it takes no prompt channels); use the "
+                           f"'{PROMPT_TASK}' task's model or a prompt model checkpoint")
+
+
+class PromptSegmenter:
+    """A prompt model, ready to segment the object prompts point at, slice by slice."""
+
+    def __init__(self, model: Any, *, device: str | torch.device = "auto", trained: bool = True,
+                 name: str = "", task: str = PROMPT_TASK, engine: str = "auto",
+                 batch_size: int | None = None) -> None:
+        check_prompt_model(model.spec, name or "this model")
+        if engine not in ENGINES:
+            raise LLM4SegError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+        self.device = resolve_device(device)
+        if self.device.type == "cuda" and model.llm_block is not None and model.spec.freeze_llm:
+            model.llm_block.llm.to(torch.bfloat16)
+        # channels-last: the convolutions run faster so on a CPU (the Segmenter does the same)
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        self.engine = engine
+        self.batch_size = batch_size or DEFAULT_BATCH.get(self.device.type, 8)
+        self.trained = trained
+        self.name = name or ("untrained " if not trained else "") + "prompt model"
+        self.task = task
+        self.warning: str | None = None
+        self.labels: tuple = ()
+        self._lock = threading.Lock()
+        self._limits: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._forward: Any = None
+
+    @classmethod
+    def load(cls, model: str | Path | None = None, *, store: Any = None,
+             device: str | torch.device = "auto", engine: str = "auto",
+             batch_size: int | None = None) -> PromptSegmenter:
+        """The prompt model ``model`` names (anything ``resolve_model`` takes); None or
+        ``prompt``: task ``prompt``'s current version, else its shipped model, else an error."""
+        from llm4seg_core.inference import model_labels
+        from llm4seg_core.store import ModelStore, resolve_model
+        from llm4seg_core.store.tasks import DEFAULT_TASK
+
+        store = store if store is not None else ModelStore()
+        text = model if isinstance(model, Path) else (model or "").strip()
+        if text in ("", PROMPT_TASK) and PROMPT_TASK not in store.tasks():
+            raise LLM4SegError(NO_PROMPT_MODEL.format(root=store.root))
+        r = resolve_model(text or PROMPT_TASK, store, device="cpu")
+        check_prompt_model(r.spec, r.name)
+        seg = cls(r.model, device=device, trained=r.trained, name=r.name,
+                  task=r.task if r.task != DEFAULT_TASK else PROMPT_TASK, engine=engine,
+                  batch_size=batch_size)
+        seg.warning = r.warning
+        seg.labels = model_labels(r)
+        return seg
+
+    def label_table(self, values: Sequence[int] = ()) -> tuple:
+        """The labels of a mask: the model's, else value 1 named "object"."""
+        from llm4seg_core.io.labels import label_table
+
+        if self.labels:
+            return label_table(values, meta_labels=[lab.to_dict() for lab in self.labels])
+        return label_table(values, names=("object",))
+
+    def limits(self, volume: Any) -> tuple[float, float]:
+        """The intensity range of ``volume`` (computed once per image object)."""
+        with self._lock:
+            lim = self._limits.get(volume)
+            if lim is None:
+                lim = intensity_range(volume, self.model.spec.intensity)
+                self._limits[volume] = lim
+            return lim
+
+    def inputs(self, volume: Any, requests: Sequence[SliceRequest]) -> torch.Tensor:
+        """The network input of ``requests``: (B, in + 4, S, S) float32 on the CPU."""
+        spec = self.model.spec
+        s = spec.image_size
+        hw = _slice_hw(volume)
+        n = volume.n_slices
+        for r in requests:
+            if not 0 <= int(r.z) < n:
+                raise LLM4SegError(f"slice {r.z} does not exist (the image has slices 0..{n - 1})")
+        x = to_model_input(slice_stack(volume, [int(r.z) for r in requests], spec.in_channels),
+                           self.limits(volume), s)
+        p = np.stack([prompt_maps(r.prompts, r.guide, hw, s) for r in requests])
+        return torch.cat([x, torch.from_numpy(p)], dim=1)
+
+    def _forward_fn(self) -> Any:
+        if self._forward is None:
+            self._forward = self.model
+            if self.device.type == "cpu" and self.engine != "torch":
+                from llm4seg_core import fastpath
+
+                fwd = fastpath.compiled_forward(self.model,
+                                                build_if_missing=self.engine == "openvino")
+                if fwd is None and self.engine == "openvino":
+                    raise LLM4SegError("the OpenVINO engine is not available for this model: "
+                                       "use --engine torch")
+                self._forward = fwd or self.model
+        return self._forward
+
+    def segment_slices(self, volume: Any, requests: Sequence[SliceRequest]) -> list[np.ndarray]:
+        """The object's uint8 mask (0/1, the slice's size) for each request, in order."""
+        flush_denormals()
+        hw = _slice_hw(volume)
+        out: list[np.ndarray] = []
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
+                    else contextlib.nullcontext())
+        for start in range(0, len(requests), self.batch_size):
+            batch = list(requests[start:start + self.batch_size])
+            x = self.inputs(volume, batch)
+            with self._lock, torch.inference_mode(), autocast:
+                forward = self._forward_fn()
+                if forward is self.model:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                logits = forward(x.to(self.device))
+                labels = logits_to_labels(logits, hw).cpu().numpy()
+            out.extend(labels[k] for k in range(len(batch)))
+        return out
+
+    def segment_slice(self, volume: Any, z: int, prompts: SlicePrompts | None = None,
+                      guide: np.ndarray | None = None) -> np.ndarray:
+        """The object's uint8 mask on slice ``z`` (0 for a 2-D picture)."""
+        return self.segment_slices(volume, [SliceRequest(z, prompts, guide)])[0]
+
+
+def _slice_hw(volume: Any) -> tuple[int, int]:
+    shape = tuple(int(s) for s in volume.spatial_shape)
+    return shape[-2], shape[-1]
