@@ -1,9 +1,9 @@
 """The fast CPU forward: a model converted for OpenVINO and run by its CPU plugin.
 
-On the 2-core development CPU OpenVINO runs our network's forward about 2.5x
-faster than the model as built and 1.7x faster than PyTorch's channels-last
-forward, ahead of ONNX Runtime (docs/benchmarks.md, "CPU inference speed"):
-it fuses the convolutions with their batch norms and activations, and its
+On the 2-core development CPU OpenVINO runs our network's forward 1.9x as
+fast as the model as built and 1.5x as fast as PyTorch's channels-last
+forward, on a par with ONNX Runtime, which needs three packages where this
+needs one (docs/benchmarks.md, "CPU inference speed"): it fuses the convolutions with their batch norms and activations, and its
 depthwise and attention kernels are quicker. Precision stays fp32 (OpenVINO
 would pick bf16 on CPUs that have it, which changes labels).
 
