@@ -19,14 +19,20 @@ if TYPE_CHECKING:
     from llm4seg_app.dirty import UnsavedTracker
     from llm4seg_napari.state import WidgetState
 
-__all__ = ["EDIT_TOOLS", "ActionsMixin"]
+__all__ = ["EDIT_TOOLS", "PROMPT_TOOLS", "ActionsMixin"]
 
 EDIT_TOOLS = (  # (mode, text, shortcut, tip)
     ("paint", "Brush", "B", "paint the mask (label 1) with the brush"),
     ("erase", "Eraser", "E", "erase the mask with the brush"),
     ("fill", "Fill", "F", "fill the connected region under the click"),
+    ("click", "Click", "C", "click on the object (right or Ctrl/Alt/Shift+click: not the object): "
+     "the prompt model segments it on that slice at once"),
+    ("box", "Box", "X", "drag a box around the object: the prompt model segments it on that "
+     "slice at once"),
     ("pan_zoom", "Pan/zoom", "H", "move and zoom the image; no editing"),
 )
+#: The tools that prompt the prompt model (the plugin's PromptTool), not the mask's modes.
+PROMPT_TOOLS = ("click", "box")
 
 
 class ActionsMixin:
@@ -90,6 +96,9 @@ class ActionsMixin:
                                                lambda: self.segment("volume"))
         self.segment_slice_action = self._action("Segment current s&lice",
                                               lambda: self.segment("slice"))
+        self.propagate_action = self._action("&Propagate", self.propagate, "Ctrl+P",
+                                          "carry the object (the selected label) through the "
+                                          "volume from your prompted and corrected slices")
         self.finetune_action = self._action("&Fine-tune", self.finetune, "Ctrl+T",
                                          "train the model on your corrected slices and save "
                                          "a new model version")
@@ -130,7 +139,7 @@ class ActionsMixin:
 
         menu = bar.addMenu("&Segment")
         menu.addActions([self.segment_action, self.segment_volume_action,
-                         self.segment_slice_action])
+                         self.segment_slice_action, self.propagate_action])
         menu.addSeparator()
         menu.addActions([self.finetune_action, self.cancel_action])
         menu.addSeparator()
@@ -160,6 +169,7 @@ class ActionsMixin:
         bar.addActions([self.segment_action, self.finetune_action, self.cancel_action])
         bar.addSeparator()
         bar.addActions(list(self.tool_actions.values()))
+        bar.addAction(self.propagate_action)
         bar.addWidget(QLabel(" Size "))
         self.brush_spin = QSpinBox()
         self.brush_spin.setRange(1, 200)
@@ -212,7 +222,7 @@ class ActionsMixin:
         opening = self.is_opening
         can_run = not busy and not opening and image is not None
         for action in (self.segment_action, self.segment_volume_action, self.segment_slice_action,
-                       self.finetune_action):
+                       self.finetune_action, self.propagate_action):
             action.setEnabled(can_run)
         for action in (self.save_action, self.save_as_action):
             action.setEnabled(not busy and has_mask)

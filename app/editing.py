@@ -1,8 +1,12 @@
-"""Editing the mask: the brush, eraser and fill tools, brush size, undo and redo, CT windows.
+"""Editing the mask: brush, eraser, fill, the Click and Box prompts, Propagate, brush size,
+undo and redo, CT windows.
 
 The tool buttons follow the mask's own napari events (``events.mode``,
-``events.brush_size``) and the viewer's active layer, so a mode or size
-picked in napari's layer controls shows in the toolbar at once.
+``events.brush_size``), the prompt tool's (``PromptTool.changed``) and the
+viewer's active layer, so a mode or size picked in napari's layer controls
+shows in the toolbar at once. Click and Box are the plugin's
+:class:`~llm4seg_napari._prompting.PromptTool`: its clicks layer in add mode,
+its box layer in rectangle mode.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QMessageBox
 
 from llm4seg_app import APP_TITLE
+from llm4seg_app.actions import PROMPT_TOOLS
 from llm4seg_core.preprocess import CT_WINDOWS
 from llm4seg_napari import make_mask_layer
 
@@ -66,7 +71,15 @@ class EditingMixin:
         return self.state.mask
 
     def set_tool(self, mode: str) -> None:
-        """Brush ("paint"), eraser ("erase"), fill ("fill") or pan/zoom on the mask."""
+        """Brush ("paint"), eraser ("erase"), fill ("fill") or pan/zoom on the mask; the
+        prompts "click" and "box" (the prompt tool's layers, in their add modes)."""
+        if mode in PROMPT_TOOLS:
+            if self.state.image is None:
+                QMessageBox.information(self, APP_TITLE, "Open an image first.")
+            else:
+                self.widget.start_prompts(mode)  # its notifications say what went wrong
+            self._update_tools()
+            return
         if mode == "pan_zoom":
             mask = self.state.mask
             if mask is not None:
@@ -95,6 +108,10 @@ class EditingMixin:
         """A larger (+1) or smaller (-1) brush, by a fifth of its size."""
         value = self.brush_spin.value()
         self.brush_spin.setValue(value + sign * max(1, round(value * 0.2)))
+
+    def propagate(self) -> bool:
+        """Carry the selected label through the volume from the prompted and corrected slices."""
+        return self.widget.propagate()
 
     def undo(self) -> None:
         mask = self.state.mask
@@ -127,10 +144,14 @@ class EditingMixin:
         self._update_tools()
 
     def _update_tools(self, *_: Any) -> None:
-        """Check the tool in use: the mask's mode when the mask is the layer being edited."""
+        """Check the tool in use: the mask's mode when the mask is the layer being edited, a
+        prompt when a prompt layer is, in its add mode."""
         mask = self.state.mask
         active = self.viewer.layers.selection.active
-        mode = str(active.mode) if isinstance(active, Labels) and active is mask else "pan_zoom"
+        if isinstance(active, Labels) and active is mask:
+            mode = str(active.mode)
+        else:
+            mode = self.widget.prompts.mode or "pan_zoom"
         for name, action in self.tool_actions.items():
             if action.isChecked() != (name == mode):
                 action.setChecked(name == mode)

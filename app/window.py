@@ -157,6 +157,8 @@ class MainWindow(ActionsMixin, OpeningMixin, EditingMixin, SavingMixin, StatusMi
         self.unsaved.changed.connect(self._update_actions)  # Save once the mask has content
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.viewer.layers.selection.events.active.connect(self._update_tools)
+        self.widget.prompts.changed.connect(self._update_tools)
+        self.widget.prompts.edited.connect(self.unsaved.touch)  # its Undo button
         self.notified.connect(self._show_notification)
         notification_manager.notification_ready.connect(self._on_napari_notification)
         self.widget.installEventFilter(self)  # its first show installs its close watcher

@@ -83,9 +83,14 @@ class FolderRun:
 def segment_folder(segmenter: Any, folder: str | Path, out_folder: str | Path,
                    callbacks: Callbacks | None = None) -> FolderRun:
     """Segment every picture of ``folder`` into ``out_folder`` (``<stem>.png``, or the suffix
-    the picture's geometry needs). Progress counts pictures; cancelling stops between two."""
+    the picture's geometry needs). Progress counts pictures; cancelling stops between two.
+    A prompt model (or a PromptSegmenter) is refused with the Segmenter's message: it segments
+    the object prompts point at, not whole pictures."""
+    from llm4seg_core.inference import check_segmentation_model
     from llm4seg_core.io import mask_suffix_for, read_image, write_mask
 
+    model = getattr(segmenter, "model", None)
+    check_segmentation_model(getattr(model, "spec", None), getattr(segmenter, "name", ""))
     cb = callbacks or Callbacks()
     pictures = list_pictures(folder)
     if not pictures:

@@ -32,10 +32,24 @@ segment the rest of its volume) only for a call of at least this many
 slices: conversion takes ~8 s once and saves ~0.1 s a 256-grid slice on the
 2-core CPU, so it pays back after ~80 slices."""
 
+PROMPT_MODEL_REFUSED = (
+    "{name} is a prompt model: give it --prompts FILE or --from-mask MASK --slices LIST "
+    "('llm4seg segment'), or use the Click tool; it segments the object you point at, not a "
+    "whole image"
+)
+"""What a :class:`Segmenter` (and everything built on it) says to a prompt model."""
+
 FAST_BUILD_MIN_SLICES_SAVED = 8
 """The same for a model read from a file (a shipped task, a store version):
 it is used again, and every later call finds it converted, so any volume
 pays the one-time cost at its first Segment; a single picture never waits."""
+
+
+def check_segmentation_model(spec, name: str) -> None:
+    """A clear :class:`LLM4SegError` when ``spec`` is a prompt model's
+    (``ModelSpec.is_prompt_model``): it takes prompt maps, a Segmenter gives it none."""
+    if getattr(spec, "is_prompt_model", False):
+        raise LLM4SegError(PROMPT_MODEL_REFUSED.format(name=name or "this model"))
 
 
 class Segmenter:
@@ -54,6 +68,8 @@ class Segmenter:
     small batches on a CPU, where batch 8 is slower per slice than batch 2.
     On a CPU the forward is the model's OpenVINO form where ``engine``
     (:data:`ENGINES`) allows it; each call's choice goes to ``callbacks.log``.
+    A prompt model is refused (:func:`check_segmentation_model`): it segments the
+    object prompts point at (:class:`~llm4seg_core.prompts.PromptSegmenter`).
     """
 
     def __init__(
@@ -66,6 +82,7 @@ class Segmenter:
         name: str = "",
         engine: str = "auto",
     ) -> None:
+        check_segmentation_model(model.spec, name or ("untrained model" if not trained else ""))
         self.device = resolve_device(device)
         if engine not in ENGINES:
             raise LLM4SegError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
@@ -109,6 +126,7 @@ class Segmenter:
 
         dev = resolve_device(device)
         if checkpoint is None and spec is not None:
+            check_segmentation_model(spec, "this untrained spec")  # before building it
             model = build_model(spec, device="cpu")
             return cls(model, device=dev, batch_size=batch_size, trained=False, engine=engine)
         r = resolve_model(checkpoint, store, device="cpu")

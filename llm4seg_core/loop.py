@@ -14,6 +14,15 @@ few-shot benchmark:
   corrected slices), with a typed :class:`ContinuationSummary`;
 * :func:`correction_loop`: the three in a row.
 
+A prompt model (``ModelSpec.is_prompt_model``, task ``prompt``) takes the
+same loop: it is fine-tuned by
+:func:`~llm4seg_core.training.prompt_finetune.finetune_prompt` (the corrected
+objects with simulated prompts), its version is saved in task ``prompt``, and
+the rest of the volume is completed by propagation from the corrected slices
+(:func:`~llm4seg_core.prompts.propagate.propagate_mask`), never through the
+:class:`~llm4seg_core.inference.Segmenter` (which refuses it). That mask
+continues the corrections by construction, so the loop does not filter it.
+
 Importing this module is light (numpy only); torch comes with the first call.
 """
 
@@ -46,7 +55,9 @@ __all__ = [
     "LoopResult",
     "correction_loop",
     "finetune_corrections",
+    "is_prompt",
     "keep_continuations",
+    "saved_task",
     "segment_rest",
 ]
 
@@ -164,8 +175,21 @@ class FinetuneOutcome:
 
     @property
     def task(self) -> str:
-        """The base's task: where the version was (or would be) saved."""
-        return self.base.task
+        """Where the version was (or would be) saved: the base's task; for a prompt model
+        whose base names no task of its own (a spec, a file without one), task ``prompt``."""
+        return saved_task(self.base)
+
+
+def saved_task(resolved: ResolvedModel) -> str:
+    """The task a fine-tune of ``resolved`` saves in: its own, but never ``default`` for a
+    prompt model (Segment would then refuse the default task's current): ``prompt`` there."""
+    from llm4seg_core.store.tasks import DEFAULT_TASK
+
+    if resolved.task == DEFAULT_TASK and resolved.spec.is_prompt_model:
+        from llm4seg_core.store.suggest import PROMPT_TASK
+
+        return PROMPT_TASK
+    return resolved.task
 
 
 def _fresh_model(base: str | Path | None | ResolvedModel,
@@ -215,11 +239,13 @@ def finetune_corrections(base: str | Path | None | ResolvedModel, corrections: C
     the base's task (:attr:`~llm4seg_core.store.ResolvedModel.task`) and
     becomes that task's current version; other tasks keep theirs. A
     ``name`` that is taken (or being saved by a running process) is refused
-    before any training.
+    before any training. A prompt model is fine-tuned by
+    :func:`~llm4seg_core.training.finetune_prompt` and saved in its task,
+    ``prompt`` unless it has another (:func:`saved_task`).
     """
     from llm4seg_core.device import resolve_device
     from llm4seg_core.store import ModelStore
-    from llm4seg_core.training import FinetuneConfig, finetune
+    from llm4seg_core.training import FinetuneConfig, finetune, finetune_prompt
 
     t0 = time.perf_counter()
     cfg = config if config is not None else FinetuneConfig()
@@ -231,7 +257,8 @@ def finetune_corrections(base: str | Path | None | ResolvedModel, corrections: C
     model, resolved = _fresh_model(base, store)
     if cb.cancelled():
         raise Cancelled("fine-tuning cancelled before it started; nothing was saved")
-    result = finetune(model, corrections, cfg, cb)
+    train = finetune_prompt if model.spec.is_prompt_model else finetune
+    result = train(model, corrections, cfg, cb)
     if result.cancelled:
         raise Cancelled(f"fine-tuning cancelled after {result.steps} of {cfg.steps} steps; "
                         "nothing was saved")
@@ -265,25 +292,55 @@ def _uncorrected(n_slices: int, corrected_slices: Sequence[int]) -> list[int]:
     return [z for z in range(n_slices) if z not in done]
 
 
+def is_prompt(model_or_segmenter: Any) -> bool:
+    """Whether this model (or the model of this segmenter) is a prompt model."""
+    model = getattr(model_or_segmenter, "model", model_or_segmenter)
+    return bool(getattr(getattr(model, "spec", None), "is_prompt_model", False))
+
+
+def _complete(model_or_segmenter: Any, volume: Volume, labels: np.ndarray,
+              corrected_slices: Sequence[int], callbacks: Callbacks | None, device: str,
+              batch_size: int | None) -> tuple[np.ndarray, list[int]]:
+    """:func:`segment_rest` and the slices the model ran on."""
+    from llm4seg_core.inference import Segmenter
+
+    out = np.array(labels, dtype=np.uint8, copy=True)
+    others = _uncorrected(volume.n_slices, corrected_slices)
+    if not others:
+        return out, []
+    seg = model_or_segmenter
+    if is_prompt(seg):
+        from llm4seg_core.prompts.propagate import propagate_mask
+        from llm4seg_core.prompts.segment import PromptSegmenter
+
+        if not isinstance(seg, PromptSegmenter):
+            seg = PromptSegmenter(seg, device=device, batch_size=batch_size)
+        out, props = propagate_mask(seg, volume, out, corrected_slices, callbacks=callbacks)
+        return out, sorted({z for p in props.values() for z in p.segmented})
+    if not isinstance(seg, Segmenter):
+        seg = Segmenter(seg, device=device, batch_size=batch_size)
+    seg.segment(volume, slices=others, callbacks=callbacks, out=out)
+    return out, others
+
+
 def segment_rest(model_or_segmenter: Any, volume: Volume, labels: np.ndarray,
                  corrected_slices: Sequence[int], callbacks: Callbacks | None = None, *,
                  device: str = "auto", batch_size: int | None = None) -> np.ndarray:
-    """``labels`` with every slice not in ``corrected_slices`` segmented by the model.
+    """``labels`` with every slice not in ``corrected_slices`` completed by the model.
 
     Works on a copy (uint8): the corrected slices keep their labels.
     ``model_or_segmenter``: a :class:`~llm4seg_core.inference.Segmenter`, or
     a model to wrap in one on ``device`` (the Segmenter then owns it).
-    """
-    from llm4seg_core.inference import Segmenter
 
-    seg = model_or_segmenter
-    if not isinstance(seg, Segmenter):
-        seg = Segmenter(seg, device=device, batch_size=batch_size)
-    out = np.array(labels, dtype=np.uint8, copy=True)
-    others = _uncorrected(volume.n_slices, corrected_slices)
-    if others:
-        seg.segment(volume, slices=others, callbacks=callbacks, out=out)
-    return out
+    A prompt model (or a :class:`~llm4seg_core.prompts.PromptSegmenter`) is never
+    run through the Segmenter: each label of the corrected slices is propagated
+    through the volume from them (:func:`~llm4seg_core.prompts.propagate.propagate_mask`;
+    ``callbacks`` hear its slices), and the other slices hold what the walks
+    reached (nothing beyond where the object ended). Corrected slices without any
+    label are an :class:`~llm4seg_core.errors.LLM4SegError` then: nothing to carry on.
+    """
+    return _complete(model_or_segmenter, volume, labels, corrected_slices, callbacks, device,
+                     batch_size)[0]
 
 
 # --------------------------------------------------------------------------- the loop
@@ -295,7 +352,7 @@ class LoopResult:
     raw: np.ndarray  # the completed mask before the filter
     labels: np.ndarray  # the final mask (== raw when keep=False)
     summary: ContinuationSummary | None  # None when keep=False
-    segmented: list[int]  # the slices the model segmented
+    segmented: list[int]  # the slices the model segmented (a prompt model: those its walks reached)
 
 
 def correction_loop(base: str | Path | None | ResolvedModel, corrections: CorrectionSet,
@@ -311,6 +368,11 @@ def correction_loop(base: str | Path | None | ResolvedModel, corrections: Correc
     segmentation (slices). ``device`` is where the model segments, and where
     it trains when no ``config`` is given. With ``keep=False`` the completed
     mask is returned unfiltered.
+
+    A prompt model completes the rest by propagation from the corrected
+    slices (:func:`segment_rest`); that continues the corrections by
+    construction, so with ``keep`` nothing is filtered and the summary's note
+    says so.
     """
     from llm4seg_core.training import FinetuneConfig
 
@@ -318,11 +380,15 @@ def correction_loop(base: str | Path | None | ResolvedModel, corrections: Correc
     outcome = finetune_corrections(base, corrections, cfg, callbacks, store=store, save=save,
                                    name=name, data=data, note=note)
     volume, zs = corrections.volume, list(corrections.slices)
-    segmented = _uncorrected(volume.n_slices, zs)
-    raw = segment_rest(outcome.model, volume, corrections.labels, zs, segment_callbacks,
-                       device=device, batch_size=batch_size)
+    raw, segmented = _complete(outcome.model, volume, corrections.labels, zs, segment_callbacks,
+                               device, batch_size)
     if not keep:
         return LoopResult(outcome, raw, raw, None, segmented)
+    if is_prompt(outcome.model):
+        note = ("the rest was propagated from the corrected slices, which continues them by "
+                "construction: nothing was filtered")
+        return LoopResult(outcome, raw, raw, ContinuationSummary(
+            seeded=True, step_mm=step_mm, fill_between=fill_between, note=note), segmented)
     labels, summary = keep_continuations(raw, zs, pixel_size=pixel_mm(volume), step_mm=step_mm,
                                          fill_between=fill_between)
     return LoopResult(outcome, raw, labels, summary, segmented)

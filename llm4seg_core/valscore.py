@@ -33,16 +33,19 @@ def _stats(values: list[float]) -> dict[str, Any]:
 
 def score_split(model: str | Path, dataset: str | Path, *, part: str = "val", device: str = "cpu",
                 callbacks: Callbacks | None = None) -> dict[str, Any]:
-    """Per-case and summary scores of ``model`` on the ``part`` split of ``dataset``."""
+    """Per-case and summary scores of ``model`` on the ``part`` split of ``dataset``.
+
+    A prompt model is refused (:class:`~llm4seg_core.errors.LLM4SegError`): it segments the
+    object prompts point at, not a whole case (``bench/prompt_bench.py`` scores those)."""
     from llm4seg_core.datasets import open_dataset
     from llm4seg_core.inference import Segmenter
     from llm4seg_core.metrics import score
 
     cb = callbacks or Callbacks()
+    seg = Segmenter.load(str(model), device=device)  # a prompt model is refused here, first
     data = open_dataset(dataset)
     label_map = data.label_map()
     lut = label_map.lut()
-    seg = Segmenter.load(str(model), device=device)
     n_labels = seg.model.spec.n_labels
     contoured = getattr(data, "contoured", None)
     cases = list(data.split.val if part == "val" else data.split.train)

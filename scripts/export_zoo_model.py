@@ -14,6 +14,10 @@ gets, at each case's own resolution (:mod:`llm4seg_core.valscore`): Dice, IoU
 and HD95 per case and per label, their mean and spread; labels not contoured
 in a case (partial labels) are not scored there. The model card (``<task>.md``) is written by
 hand from these figures.
+
+The prompt model (task ``prompt``, trained on every dataset by
+scripts/train_prompt_model.py) has no val split of its own to be scored on
+here: export it with ``--no-score`` and score it with bench/prompt_bench.py.
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--task", required=True)
-    p.add_argument("--dataset", type=Path, required=True)
+    p.add_argument("--dataset", type=Path, help="the dataset whose val split scores it")
     p.add_argument("--labels", required=True, help="label names, comma-separated, in value order")
     p.add_argument("--data-name", default="")
     p.add_argument("--license", default="")
@@ -83,13 +87,19 @@ def main() -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--eval-only", action="store_true", help="score CHECKPOINT itself, export nothing")
     p.add_argument("--json", type=Path, help="also write the scores here")
+    p.add_argument("--no-score", action="store_true",
+                   help="export only (the prompt model: bench/prompt_bench.py scores it)")
     args = p.parse_args()
+    if args.dataset is None and not args.no_score:
+        p.error("--dataset is needed to score the model (or --no-score)")
     target = args.checkpoint
     names = args.labels.split(",")
     if not args.eval_only:
         info = export(args.checkpoint, args.out / f"{args.task}.safetensors", args)
         print(f"wrote {info['path']} ({info['bytes'] / 2**20:.1f} MiB)")
         target = Path(info["path"])
+    if args.no_score:
+        return 0
     from llm4seg_core.valscore import score_split
 
     res = score_split(target, args.dataset, device=args.device)

@@ -49,9 +49,17 @@ def open_store(args: argparse.Namespace) -> Any:
 
 
 def load_segmenter(args: argparse.Namespace) -> Any:
-    from llm4seg_core.inference import Segmenter
+    """The Segmenter of ``--model``; a prompt model is refused (``--model prompt`` before
+    anything is loaded, even while no prompt model exists)."""
+    from llm4seg_core.inference import PROMPT_MODEL_REFUSED, Segmenter
+    from llm4seg_core.store.suggest import PROMPT_TASK
 
-    return Segmenter.load(getattr(args, "model", None), device=args.device,
+    model = getattr(args, "model", None)
+    if isinstance(model, str) and model.strip() == PROMPT_TASK:
+        from llm4seg_core.errors import LLM4SegError
+
+        raise LLM4SegError(PROMPT_MODEL_REFUSED.format(name=f"task {PROMPT_TASK!r}"))
+    return Segmenter.load(model, device=args.device,
                           batch_size=args.batch_size, store=open_store(args),
                           engine=getattr(args, "engine", "auto"))
 

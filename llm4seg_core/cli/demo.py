@@ -39,11 +39,11 @@ def run(args: argparse.Namespace) -> int:
     from llm4seg_core.metrics import dice
     from llm4seg_core.overlay import overlay_rgb, write_png
 
+    seg = load_segmenter(args)  # a prompt model is refused before the data is fetched
     fetch_demo_data(log=lambda m: print(m, file=sys.stderr))
     image_path, label_path = demo_case(args.case)
     volume = read_image(image_path)
     reference = read_mask(label_path, volume)
-    seg = load_segmenter(args)
     describe_segmenter(seg, lambda m: print(m))
     print(f"demo case {args.case}: {image_path} shape {volume.array.shape} (z, y, x), "
           f"spacing {tuple(round(s, 3) for s in volume.spacing)} mm")

@@ -3,6 +3,11 @@
 Saves a new model store version (or ``-o FILE.safetensors``); ``--complete OUT``
 then segments the other slices with the new model, and ``--seeded`` keeps what
 continues the corrections (:mod:`llm4seg_core.loop`).
+
+``--base prompt`` (a prompt model) trains on the corrected objects with
+simulated prompts and saves in task ``prompt``; its ``--complete`` propagates
+each label of the corrected slices through the volume (nothing for
+``--seeded`` to filter: a propagation continues the corrections).
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
             raise LLM4SegError(f"folder {folder} does not exist; create it or choose another place")
     elif args.output:
         store.check_new_name(args.output)  # a taken name fails now, not after training
+    _check_prompt_base(args.base, store)
     corrections = _corrections(args, slices)
     base = resolve_model(args.base, store, load=False)  # loaded by finetune_corrections
     if base.warning:
@@ -84,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
         print("NOTE: the base model is UNTRAINED; the fine-tune starts from random weights.",
               file=sys.stderr)
     log(f"base: {base.source} (task {base.task}); {len(slices)} corrected slice(s): {args.slices}")
+    if base.spec.is_prompt_model:
+        log("a prompt model: trained on the corrected objects with simulated clicks, boxes and "
+            "guides")
     cfg = FinetuneConfig(device=args.device, seed=args.seed)
     if args.steps:
         cfg.steps = args.steps
@@ -114,17 +123,33 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_prompt_base(text: str | None, store: Any) -> None:
+    """``--base prompt`` while no prompt model exists: the prompt segmenter's message."""
+    from llm4seg_core.store.suggest import PROMPT_TASK
+
+    if (text or "").strip() == PROMPT_TASK and PROMPT_TASK not in store.tasks():
+        from llm4seg_core.prompts.segment import NO_PROMPT_MODEL
+
+        raise LLM4SegError(NO_PROMPT_MODEL.format(root=store.root))
+
+
 def _complete(args: argparse.Namespace, model: Any, corrections: Any, log: Log) -> None:
-    """Segment the other slices with the fine-tuned model; corrected slices keep their labels."""
+    """Segment the other slices with the fine-tuned model (a prompt model: propagate from the
+    corrected slices); corrected slices keep their labels."""
     from llm4seg_core.io import write_mask
-    from llm4seg_core.loop import keep_continuations, segment_rest
+    from llm4seg_core.loop import is_prompt, keep_continuations, segment_rest
     from llm4seg_core.postprocess import pixel_mm
 
     volume, slices = corrections.volume, list(corrections.slices)
-    with ProgressBar("segmenting", "slice", not args.quiet) as bar:
+    prompt = is_prompt(model)
+    with ProgressBar("propagating" if prompt else "segmenting", "slice", not args.quiet) as bar:
         out = segment_rest(model, volume, corrections.labels, slices, bar.callbacks(),
                            device=args.device)
-    if args.seeded:
+    if prompt:
+        log("the other slices: each label propagated from the corrected slices"
+            + (" (it continues them by construction: nothing for --seeded to filter)"
+               if args.seeded else ""))
+    elif args.seeded:
         out, summary = keep_continuations(out, slices, pixel_size=pixel_mm(volume),
                                           step_mm=args.step_mm, fill_between=args.fill_between)
         log(summary.describe())
@@ -140,8 +165,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("mask", help="its label mask; only the --slices are read")
     p.add_argument("--slices", required=True, help="corrected slices, e.g. 3,7,10-12")
     p.add_argument("--base", help="model to start from: a task (its current version, else its shipped "
-                   "model; e.g. 'default', 'polyp'), a version, a checkpoint file or a spec (default: "
-                   "task 'default'); the new version joins the base's task")
+                   "model; e.g. 'default', 'polyp', 'prompt'), a version, a checkpoint file or a "
+                   "spec (default: task 'default'); the new version joins the base's task (a "
+                   "prompt model's: task 'prompt' unless it has another)")
     p.add_argument("-o", "--output", help="new version name (model store) or FILE.safetensors")
     p.add_argument("--steps", type=int, help="optimizer steps (default: FinetuneConfig.steps, 180)")
     p.add_argument("--trainable", choices=TRAINABLE, help="default adapters+decoder")

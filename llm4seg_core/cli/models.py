@@ -22,16 +22,26 @@ def _task_of(task: str) -> str:
     return "" if task == "default" else f"{task} "
 
 
+PROMPT_MARK = " [prompt model: segments the object you point at; 'llm4seg segment --prompts']"
+"""What ``models list`` adds to a prompt task's heading: Segment does not run its models."""
+
+
 def _list(store: Any) -> int:
     from llm4seg_core.store import shipped_tasks
+    from llm4seg_core.store.suggest import prompt_tasks
 
     versions = store.versions(verify=True)  # sha256 of every weights file: DAMAGED when changed
     shipped = shipped_tasks()
+    prompt = set(prompt_tasks(store))
+
+    def prompt_mark(task: str) -> str:
+        return PROMPT_MARK if task in prompt else ""
+
     print(f"model store: {store.root}")
     if not versions:
         print("no model versions yet (train or fine-tune a model, or 'llm4seg models import FILE')")
         for task, path in shipped.items():
-            print(f"task {task}: shipped ({path})")
+            print(f"task {task}: shipped ({path}){prompt_mark(task)}")
         return 0
     header = ("", "name", "created", "parent", "LLM", "metrics")
     lines: list[str | tuple[str, ...]] = [header]  # a task's heading, then its versions' rows
@@ -47,7 +57,7 @@ def _list(store: Any) -> int:
             state = f"current shipped ({shipped[task]})" if mine else f"shipped ({shipped[task]})"
         else:
             state = "no usable version" if mine else "no versions, nothing shipped (untrained)"
-        lines.append(f"task {task}: {state}")
+        lines.append(f"task {task}: {state}{prompt_mark(task)}")
         for v in mine:
             mark = "*" if cur is not None and v.name == cur.name else ""
             info = f"DAMAGED: {v.damaged}" if v.damaged else (format_metrics(v.metrics, limit=3) or "-")
@@ -59,8 +69,8 @@ def _list(store: Any) -> int:
             print(r)
         else:
             print("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5])
-    print("* = current (used by Segment for its task; change it with 'llm4seg models rollback NAME', "
-          "or 'rollback TASK' for the task's shipped model)")
+    print("* = current (used by Segment for its task, by --prompts for a prompt task; change it "
+          "with 'llm4seg models rollback NAME', or 'rollback TASK' for the task's shipped model)")
     for w in warnings:
         print(f"WARNING: {w}")
     return 0

@@ -48,10 +48,7 @@ def run(args: argparse.Namespace) -> int:
     out = check_mask_path(volume, args.output)  # fail now, not after segmenting
     if prompted:
         return _run_prompted(args, volume, out, log)
-    seg = load_segmenter(args)
-    if seg.model.spec.is_prompt_model:
-        raise LLM4SegError(f"{seg.name} is a prompt model: give it --prompts FILE, or "
-                           "--from-mask MASK --slices LIST")
+    seg = load_segmenter(args)  # a prompt model is refused (inference.PROMPT_MODEL_REFUSED)
     describe_segmenter(seg, log)
     log(f"image: {args.input}: {volume.kind}, shape {volume.array.shape}, spacing {volume.spacing}")
     t0 = time.perf_counter()
@@ -137,7 +134,7 @@ def _run_folder(args: argparse.Namespace, log) -> int:
     """Every picture of a folder; exit 2 when some could not be segmented (the rest are written)."""
     from llm4seg_core.batch import segment_folder
 
-    seg = load_segmenter(args)
+    seg = load_segmenter(args)  # a prompt model is refused before any picture is read
     describe_segmenter(seg, log)
     with ProgressBar("segmenting", "picture", not args.quiet) as bar:
         run = segment_folder(seg, args.input, args.output, bar.callbacks(on_log=log))

@@ -50,7 +50,7 @@ from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.preprocess import intensity_range, slice_stack, to_model_input
 from llm4seg_core.prompts.encode import grid_index, prompt_maps
 from llm4seg_core.prompts.records import SlicePrompts
-from llm4seg_core.prompts.simulate import box_of, error_clicks, first_click, perturb
+from llm4seg_core.prompts.simulate import box_or_clicks, error_clicks, perturb
 
 __all__ = ["HELD_OUT", "PromptMix", "PromptedMix", "PromptedSlices", "open_prompted"]
 
@@ -183,22 +183,8 @@ class PromptedSlices(torch.utils.data.Dataset):
             return ref, value, SlicePrompts(tuple(clicks)), guide, target
         value = ref.here[int(rng.integers(len(ref.here)))]
         target = lab[ref.z] == value
-        guide = None
-        if kind == "box":
-            box = box_of(target, rng)
-            points: list = []
-            if rng.uniform() < mix.extra_click:
-                previous = perturb(target, rng)
-                points = error_clicks(target, previous, 1, rng)
-                guide = previous if rng.uniform() < mix.previous_as_guide else None
-            return ref, value, SlicePrompts(tuple(points), box), guide, target
-        points = [first_click(target, rng)]
-        extra = int(rng.integers(mix.max_clicks))
-        if extra:
-            previous = perturb(target, rng)
-            points += error_clicks(target, previous, extra, rng)
-            guide = previous if rng.uniform() < mix.previous_as_guide else None
-        return ref, value, SlicePrompts(tuple(points)), guide, target
+        prompts, guide = box_or_clicks(target, kind, rng, mix)
+        return ref, value, prompts, guide, target
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         ref, _, prompts, guide, target = self.draw(int(i))

@@ -29,8 +29,8 @@ from scipy import ndimage
 
 from llm4seg_core.prompts.records import Box, Point, SlicePrompts
 
-__all__ = ["box_of", "click_until", "error_clicks", "first_click", "inner_distance",
-           "next_click", "perturb"]
+__all__ = ["box_of", "box_or_clicks", "click_until", "error_clicks", "first_click",
+           "inner_distance", "next_click", "perturb"]
 
 INNER_SHARE = 0.5
 """With ``rng``, a click is drawn among the region's pixels at least this share of its
@@ -144,6 +144,36 @@ def click_until(gt: np.ndarray, predict: Callable[[SlicePrompts, np.ndarray | No
             break
         prompts = prompts.with_point(click)
     return scores
+
+
+def box_or_clicks(target: np.ndarray, kind: str, rng: np.random.Generator, mix: object,
+                  ) -> tuple[SlicePrompts, np.ndarray | None]:
+    """A simulated user's box (``kind`` "box") or clicks (else) on ``target``, and the guide.
+
+    ``mix`` gives ``max_clicks``, ``extra_click`` and ``previous_as_guide`` (a
+    :class:`~llm4seg_core.datasets.prompted.PromptMix`). A box is jittered and,
+    sometimes, corrected by one click; clicks are a first one inside the object
+    and 0 to ``max_clicks - 1`` more at the largest errors of a perturbed
+    "previous prediction", which is then the guide half the time. The training
+    items and the prompt fine-tune draw their prompts here (in this order of
+    random draws: a seed gives the same items).
+    """
+    guide = None
+    if kind == "box":
+        box = box_of(target, rng)
+        points: list[Point] = []
+        if rng.uniform() < mix.extra_click:
+            previous = perturb(target, rng)
+            points = error_clicks(target, previous, 1, rng)
+            guide = previous if rng.uniform() < mix.previous_as_guide else None
+        return SlicePrompts(tuple(points), box), guide
+    points = [first_click(target, rng)]
+    extra = int(rng.integers(mix.max_clicks))
+    if extra:
+        previous = perturb(target, rng)
+        points += error_clicks(target, previous, extra, rng)
+        guide = previous if rng.uniform() < mix.previous_as_guide else None
+    return SlicePrompts(tuple(points)), guide
 
 
 def perturb(mask: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:

@@ -33,6 +33,10 @@ BodyPartExamined, its names). The rules, in the order they weigh:
 
 Ties go to the model whose fits say more, then by task name. The ranking is
 plain Python on the profiles (no model is loaded); the front ends only show it.
+
+A prompt model (task :data:`PROMPT_TASK`, or any checkpoint whose spec takes
+prompt channels: :attr:`TaskProfile.prompt`) is never suggested: it segments
+the object a person points at, and Segment would refuse it.
 """
 
 from __future__ import annotations
@@ -58,12 +62,19 @@ __all__ = [
     "ModelLabel",
     "Suggestion",
     "TaskProfile",
+    "PROMPT_TASK",
+    "is_prompt_checkpoint",
     "model_profile",
+    "prompt_tasks",
     "suggest_models",
     "task_profiles",
 ]
 
 _log = logging.getLogger(__name__)
+
+PROMPT_TASK = "prompt"
+"""The task of promptable models: :data:`llm4seg_core.prompts.segment.PROMPT_TASK` (the same
+text; that module imports torch, this one must not)."""
 
 #: Points of evidence (rule 2) and the bases of the tiers (rules 1 and 3-5).
 MODALITY_POINTS, BODY_PART_POINTS, RELATED_PART_POINTS, KEYWORD_POINTS = 4.0, 3.0, 1.0, 1.0
@@ -120,6 +131,7 @@ class TaskProfile:
     version: str | None  # the store version it is, None: the shipped file
     fits: ModelFits
     labels: tuple[ModelLabel, ...] = ()
+    prompt: bool = False  # a prompt model (never suggested for Segment)
 
 
 @dataclass(frozen=True)
@@ -227,39 +239,77 @@ def _labels_from(meta: dict[str, Any], label_names: tuple[str, ...]) -> tuple[Mo
 
 
 @lru_cache(maxsize=128)
-def _read(path: str, _mtime_ns: int, _size: int) -> tuple[ModelFits | None, tuple, bool, str]:
-    """(fits, labels, grey spec, problem) of the checkpoint at ``path``; one read per file state."""
+def _read(path: str, _mtime_ns: int,
+          _size: int) -> tuple[ModelFits | None, tuple, bool, bool, str]:
+    """(fits, labels, grey spec, prompt model, problem) of the checkpoint at ``path``; one read
+    per file state."""
     from llm4seg_core.store.checkpoint import read_checkpoint_info
 
     try:
         info = read_checkpoint_info(path)
         meta = info.meta if isinstance(info.meta, dict) else {}
         grey = info.spec.in_channels == 1
+        prompt = bool(getattr(info.spec, "is_prompt_model", False))
         return (_fits_from(meta, info.spec.in_channels, Path(path)),
-                _labels_from(meta, tuple(info.spec.label_names)), grey, "")
+                _labels_from(meta, tuple(info.spec.label_names)), grey, prompt, "")
     except Exception as exc:  # noqa: BLE001 - a damaged file must never break the suggestion
-        return None, (), False, str(exc) or repr(exc)
+        return None, (), False, False, str(exc) or repr(exc)
 
 
-def _read_file(path: Path) -> tuple[ModelFits | None, tuple[ModelLabel, ...], bool]:
+def _read_file(path: Path) -> tuple[ModelFits | None, tuple[ModelLabel, ...], bool, bool]:
     """What the checkpoint at ``path`` says; an OSError or a damaged file raises ``ValueError``."""
     try:
         st = path.stat()
     except OSError as exc:
         raise ValueError(f"{path}: {exc.strerror or exc}") from None
-    fits, labels, grey, problem = _read(str(path), st.st_mtime_ns, st.st_size)
+    fits, labels, grey, prompt, problem = _read(str(path), st.st_mtime_ns, st.st_size)
     if problem:
         raise ValueError(problem)
-    return fits, labels, grey
+    return fits, labels, grey, prompt
+
+
+def is_prompt_checkpoint(path: str | Path) -> bool:
+    """Whether the checkpoint at ``path`` is a prompt model's (its header, cached); False for
+    a file that cannot be read."""
+    try:
+        return _read_file(Path(path))[3]
+    except ValueError:
+        return False
+
+
+def prompt_tasks(store: ModelStore | None = None) -> list[str]:
+    """The tasks of prompt models, in the store's task order: :data:`PROMPT_TASK`, and any
+    other whose current version (else shipped file) is a prompt model's.
+
+    What Segment's pickers leave out and ``llm4seg models list`` marks.
+    """
+    from llm4seg_core.store.versions import ModelStore
+
+    store = store if store is not None else ModelStore()
+    shipped = _tasks.shipped_tasks()
+    out = []
+    for task in store.tasks():
+        if task == PROMPT_TASK:
+            out.append(task)
+            continue
+        current = store.current(task)
+        spec = current.spec if current is not None else None
+        if spec is not None:
+            prompt = bool(spec.is_prompt_model)
+        else:
+            prompt = task in shipped and is_prompt_checkpoint(shipped[task])
+        if prompt:
+            out.append(task)
+    return out
 
 
 def _profile(task: str, path: Path, version: str | None) -> TaskProfile:
     """``task`` as the checkpoint at ``path`` describes it; what it lacks, from the shipped file."""
-    fits, labels, grey = _read_file(path)
+    fits, labels, grey, prompt = _read_file(path)
     shipped = _tasks.shipped_tasks().get(task)
     if (fits is None or not labels) and shipped is not None and shipped != path:
         try:
-            s_fits, s_labels, _ = _read_file(shipped)
+            s_fits, s_labels, _, _ = _read_file(shipped)
         except ValueError as exc:
             _log.warning("task %s: its shipped file is unreadable (%s)", task, exc)
         else:
@@ -269,7 +319,7 @@ def _profile(task: str, path: Path, version: str | None) -> TaskProfile:
         fits = ModelFits(rgb=False if grey else None)
     elif fits.rgb is None and grey:
         fits = replace(fits, rgb=False)
-    return TaskProfile(task, path, version, fits, labels)
+    return TaskProfile(task, path, version, fits, labels, prompt=prompt or task == PROMPT_TASK)
 
 
 def task_profiles(store: ModelStore | None = None) -> list[TaskProfile]:
@@ -403,16 +453,19 @@ def suggest_models(
     *,
     profiles: list[TaskProfile] | None = None,
 ) -> list[Suggestion]:
-    """Every task for ``image``, best first (rules: the module docstring).
+    """Every task for ``image`` that Segment can run, best first (rules: the module docstring).
 
     ``image``: an :class:`ImageInfo`, or a :class:`~llm4seg_core.io.Volume`
     (read with :meth:`ImageInfo.of`). ``profiles``: the candidates (default:
-    :func:`task_profiles` of ``store``, the user's store when None).
+    :func:`task_profiles` of ``store``, the user's store when None). A prompt
+    model's task is never among them (:attr:`TaskProfile.prompt`).
     """
     info = image if isinstance(image, ImageInfo) else ImageInfo.of(image)
     candidates = profiles if profiles is not None else task_profiles(store)
     ranked = []
     for profile in candidates:
+        if profile.prompt or profile.task == PROMPT_TASK:
+            continue  # it segments what a person points at; Segment refuses it
         score, reason = _rank(profile, info)
         ranked.append((-score, profile.fits.unknown, profile.task, Suggestion(profile.task, score,
                                                                               reason)))

@@ -11,7 +11,9 @@ seed and resumable; under ``torchrun`` it trains with DistributedDataParallel
 
 :func:`finetune` adapts a model to the corrected slices of one volume in well
 under a minute on a 2-core CPU: it trains the adapters and the decoder on
-crops of cached encoder features (:class:`FinetuneConfig`).
+crops of cached encoder features (:class:`FinetuneConfig`). :func:`finetune_prompt`
+does the same for a prompt model (``ModelSpec.is_prompt_model``): the corrected
+objects with simulated clicks, boxes and guides, the whole network each step.
 
 Modules, one job each:
 
@@ -24,6 +26,7 @@ Modules, one job each:
 - ``state``: the resumable TrainState and its two files in the run folder
 - ``trainer``: Trainer
 - ``finetuning``: finetune and its encoder-feature cache
+- ``prompt_finetune``: finetune_prompt, a prompt model on the corrected objects
 
 The names below are imported lazily (on first use), so importing this package,
 or ``llm4seg_core.training.config``, does not import torch.
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
     from llm4seg_core.training.finetuning import finetune
     from llm4seg_core.training.losses import IGNORE_LABEL, batch_dice, segmentation_loss
     from llm4seg_core.training.params import set_trainable
+    from llm4seg_core.training.prompt_finetune import finetune_prompt
     from llm4seg_core.training.state import TrainState, has_train_state, read_train_state_info
     from llm4seg_core.training.trainer import Trainer
 
@@ -72,6 +76,7 @@ _EXPORTS = {
     "read_train_state_info": ".state",
     "Trainer": ".trainer",
     "finetune": ".finetuning",
+    "finetune_prompt": ".prompt_finetune",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -55,7 +55,7 @@ __all__ = ["WidgetControls"]
 _log = logging.getLogger(__name__)
 
 #: The progress bar's unit per job kind.
-_UNITS = {"segment": "slices", "fine-tune": "steps"}
+_UNITS = {"segment": "slices", "fine-tune": "steps", "propagate": "slices"}
 
 
 class WidgetControls(WidgetLayout):

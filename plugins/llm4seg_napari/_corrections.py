@@ -11,7 +11,10 @@ up again).
 
 Edits the widget makes itself (model output written into the layer) go to the
 array directly and emit no paint event, so they never count as corrections.
-Undo/redo stay napari's: they replay the array without an event, so an undone
+Two go through napari's history, as one undoable step each: a prompt's result
+(a slice the person prompted: a correction, like a stroke) and a propagation
+(model output: written inside :meth:`CorrectionTracker.ignoring`, so its slices
+are not marked). Undo/redo stay napari's: they replay the array without an event, so an undone
 stroke leaves its slice marked (unmark it in the list).
 
 ``events.data`` (the whole array replaced, e.g. from the console) cannot say
@@ -21,7 +24,8 @@ nothing any more); with the same shape it is kept.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -91,6 +95,7 @@ class CorrectionTracker:
         stored = layer.metadata.get(CORRECTED_KEY) or []
         n = self.n_slices
         self._slices: set[int] = {int(z) for z in stored if 0 <= int(z) < n}
+        self._ignoring = 0
         layer.events.paint.connect(self._on_paint)
         layer.events.data.connect(self._on_data)
 
@@ -126,6 +131,15 @@ class CorrectionTracker:
             self._slices.clear()
             self._changed()
 
+    @contextmanager
+    def ignoring(self) -> Iterator[None]:
+        """Edits inside are not corrections (model output written as an undoable step)."""
+        self._ignoring += 1
+        try:
+            yield
+        finally:
+            self._ignoring -= 1
+
     def detach(self) -> None:
         for event, handler in ((self.layer.events.paint, self._on_paint),
                                (self.layer.events.data, self._on_data)):
@@ -142,6 +156,8 @@ class CorrectionTracker:
             self.on_change()
 
     def _on_paint(self, event: Any) -> None:
+        if self._ignoring:
+            return
         self.add(slices_of_atoms(getattr(event, "value", None), self._ndim))
 
     def _on_data(self, event: Any = None) -> None:

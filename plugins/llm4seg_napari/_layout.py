@@ -1,7 +1,7 @@
 """The dock widget's controls and their arrangement: widgets, texts and tooltips, no logic.
 
 :class:`WidgetLayout` builds the panel (image and model pickers, Segment,
-Corrections, Fine-tune, Job, Save) inside a scroll area, so that on a short
+Prompts, Corrections, Fine-tune, Job, Save) inside a scroll area, so that on a short
 screen the panel scrolls instead of squeezing its boxes. The controls class
 (:mod:`llm4seg_napari._controls`) wires these widgets to the session state;
 the widget (:mod:`llm4seg_napari.widget`) runs the jobs.
@@ -149,6 +149,62 @@ class WidgetLayout(QWidget):
             "Segment", "run the model; the mask goes to the layer '<image> mask'"
         )
         lay.addWidget(self.segment_button)
+        root.addWidget(box)
+
+        # ---- prompts (llm4seg_napari._prompting)
+        box = QGroupBox("Prompts")
+        lay = QVBoxLayout(box)
+        row = QHBoxLayout()
+        self.prompt_button = self._button(
+            "Click/box prompts",
+            "point at one object: each click or box segments it on that slice at once with the "
+            "prompt model (the label selected in the mask); the layers 'prompts: clicks' and "
+            "'prompts: box' hold your prompts"
+        )
+        self.prompt_button.setCheckable(True)
+        row.addWidget(self.prompt_button, 1)
+        self.prompt_clicks = QRadioButton("Clicks")
+        self.prompt_clicks.setToolTip("left click: the object; right click or Ctrl/Alt/Shift+"
+                                      "click: not the object")
+        self.prompt_box = QRadioButton("Box")
+        self.prompt_box.setToolTip("drag a rectangle around the object (one box a slice: a new "
+                                   "one replaces the old)")
+        self.prompt_clicks.setChecked(True)
+        prompt_group = QButtonGroup(self)
+        prompt_group.addButton(self.prompt_clicks)
+        prompt_group.addButton(self.prompt_box)
+        row.addWidget(self.prompt_clicks)
+        row.addWidget(self.prompt_box)
+        lay.addLayout(row)
+        self.prompt_guide_check = self._check(
+            "Guide with the slice's mask",
+            "ticked: the slice's mask of the label (as it is when you click: a Segment's output, "
+            "your painting, or the last prompt's result) goes to the model with the prompts; "
+            "unticked: the prompts alone"
+        )
+        lay.addWidget(self.prompt_guide_check)
+        row = QHBoxLayout()
+        self.prompt_undo_button = self._button(
+            "Undo", "undo the last change of the mask (a prompt's result, a propagation or a "
+            "stroke: napari's own undo history, as Ctrl+Z on the mask layer)"
+        )
+        self.prompt_clear_button = self._button(
+            "Clear prompts", "remove every click and box (the mask stays): start on another object"
+        )
+        self.propagate_button = self._button(
+            "Propagate",
+            "carry the object (the selected label) through the volume from your corrected and "
+            "prompted slices, both ways, until it ends; those slices stay as they are"
+        )
+        row.addWidget(self.prompt_undo_button)
+        row.addWidget(self.prompt_clear_button)
+        row.addWidget(self.propagate_button)
+        lay.addLayout(row)
+        self.prompt_hint = QLabel("Left click: the object · right or Ctrl/Alt/Shift+click: not "
+                                  "the object · Box: drag a rectangle.")
+        self.prompt_hint.setWordWrap(True)
+        self.prompt_hint.setStyleSheet("font-size: 11px")
+        lay.addWidget(self.prompt_hint)
         root.addWidget(box)
 
         # ---- corrections

@@ -174,7 +174,7 @@ def finetune_job(model_arg: str | None, device: str, corrections: Any, steps: in
     Cancelled when the callbacks cancel it: nothing is saved then.
     """
     from llm4seg_core.inference import Segmenter
-    from llm4seg_core.loop import finetune_corrections
+    from llm4seg_core.loop import finetune_corrections, is_prompt
     from llm4seg_core.store import resolve_model
     from llm4seg_core.training.config import FinetuneConfig
 
@@ -196,6 +196,11 @@ def finetune_job(model_arg: str | None, device: str, corrections: Any, steps: in
         f"{image_name or source or 'an image'}, from {base.name}",
     )
     info = outcome.version
-    segmenter = Segmenter(outcome.model, device=device, trained=True, name=info.name)
+    if is_prompt(outcome.model):  # a prompt model answers prompts, not Segment
+        from llm4seg_core.prompts import PromptSegmenter
+
+        segmenter = PromptSegmenter(outcome.model, device=device, trained=True, name=info.name)
+    else:
+        segmenter = Segmenter(outcome.model, device=device, trained=True, name=info.name)
     return FinetuneResult(info, segmenter, dict(outcome.result.best_metrics), outcome.seconds,
                           base.name)

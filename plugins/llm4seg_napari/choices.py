@@ -1,9 +1,12 @@
 """What the model and device pickers offer, without Qt.
 
 :func:`model_choices` lists the model store's tasks, each with its versions
-(and the default and untrained specs); :func:`device_choices` the places the model can run. The
-widget shows them in its combo boxes, the app in its menus; both read them
-from :class:`~llm4seg_napari.state.WidgetState`.
+(and the default and untrained specs): what Segment can run, so prompt models
+(task ``prompt``: they segment the object a person points at, and Segment
+refuses them) are left out; :func:`prompt_model_choices` lists those, for a
+Click tool's picker. :func:`device_choices` lists the places the model can
+run. The widget shows them in its combo boxes, the app in its menus; both
+read them from :class:`~llm4seg_napari.state.WidgetState`.
 """
 
 from __future__ import annotations
@@ -12,14 +15,21 @@ from dataclasses import dataclass
 
 from llm4seg_core.metrics import format_metrics
 from llm4seg_core.store import DEFAULT_TASK, ModelStore, VersionInfo, default_checkpoint, shipped_tasks
+from llm4seg_core.store.suggest import PROMPT_TASK, prompt_tasks
 
-__all__ = ["UNTRAINED_CHOICES", "Choice", "auto_device_text", "device_choices", "model_choices",
-           "task_arg"]
+__all__ = ["UNTRAINED_CHOICES", "UNTRAINED_PROMPT_CHOICES", "Choice", "auto_device_text",
+           "device_choices", "model_choices", "prompt_model_choices", "task_arg"]
 
 #: Untrained specs offered in the model picker: (text, spec argument).
 UNTRAINED_CHOICES: tuple[tuple[str, str], ...] = (
     ("untrained LLM4Seg (SmolLM2 layer)", "llm4seg"),
     ("untrained CMUNeXt (no LLM layer)", "cmunext"),
+)
+
+#: Untrained prompt model specs offered in a prompt model picker: (text, spec argument).
+UNTRAINED_PROMPT_CHOICES: tuple[tuple[str, str], ...] = (
+    ("untrained prompt LLM4Seg (SmolLM2 layer)", "prompt-llm4seg"),
+    ("untrained prompt CMUNeXt (no LLM layer)", "prompt-cmunext"),
 )
 
 
@@ -69,12 +79,18 @@ def _task_choice(task: str, current: VersionInfo | None, shipped: dict) -> Choic
                   enabled=False)
 
 
+def _is_prompt_version(v: VersionInfo) -> bool:
+    return v.spec is not None and v.spec.is_prompt_model
+
+
 def model_choices(store: ModelStore) -> list[Choice]:
-    """The model picker's entries, grouped by task, then the untrained specs.
+    """The Segment model picker's entries, grouped by task, then the untrained specs.
 
     Task ``default`` first: its entry (argument ``None``, the default model)
     and its versions (newest first); then each other task: its entry
-    (argument: the task name) and its versions.
+    (argument: the task name) and its versions. Prompt models are left out
+    (:func:`~llm4seg_core.store.suggest.prompt_tasks`, and any prompt model
+    version of another task): Segment refuses them.
     """
     current = store.current()
     if current is not None:
@@ -88,14 +104,42 @@ def model_choices(store: ModelStore) -> list[Choice]:
     versions = store.versions()
     shipped = shipped_tasks()
     out = [default]
+    prompt = set(prompt_tasks(store)) - {DEFAULT_TASK}
     for task in store.tasks():
+        if task in prompt:
+            continue
         cur = current if task == DEFAULT_TASK else store.current(task)
         if task != DEFAULT_TASK:
             out.append(_task_choice(task, cur, shipped))
         out += [_version_choice(v, cur.name if cur else None)
-                for v in reversed(versions) if v.task == task]
+                for v in reversed(versions) if v.task == task and not _is_prompt_version(v)]
     untrained = [Choice(arg, text, f"model spec {arg!r}, random weights")
                  for text, arg in UNTRAINED_CHOICES]
+    return [*out, *untrained]
+
+
+def prompt_model_choices(store: ModelStore) -> list[Choice]:
+    """A prompt model picker's entries (a Click tool's): each prompt task, its entry
+    (argument: the task name) and its versions, newest first; then the untrained prompt specs.
+
+    Task ``prompt`` is always listed, first; while it has no model its entry is disabled.
+    """
+    versions = store.versions()
+    shipped = shipped_tasks()
+    tasks = [PROMPT_TASK, *(t for t in prompt_tasks(store) if t != PROMPT_TASK)]
+    out = []
+    for task in tasks:
+        cur = store.current(task)
+        mine = [v for v in reversed(versions) if v.task == task]
+        if cur is None and task not in shipped and not mine:
+            out.append(Choice(task, f"{task}: no prompt model yet",
+                              "train one (scripts/train_prompt_model.py) and import it with "
+                              "'llm4seg models import FILE --task prompt'", enabled=False))
+            continue
+        out.append(_task_choice(task, cur, shipped))
+        out += [_version_choice(v, cur.name if cur else None) for v in mine]
+    untrained = [Choice(arg, text, f"model spec {arg!r}, random weights")
+                 for text, arg in UNTRAINED_PROMPT_CHOICES]
     return [*out, *untrained]
 
 

@@ -3,7 +3,9 @@
 Three layers, as in napari-nninteractive: the widgets and their arrangement
 (:mod:`llm4seg_napari._layout`), the controls class that keeps them and the
 session state in step (:mod:`llm4seg_napari._controls`), and this main
-class, which runs the jobs. The session state is public:
+class, which runs the jobs. Prompted segmentation (clicks and boxes on one
+object, Propagate) is :class:`~llm4seg_napari._prompting.PromptTool`,
+``LLM4SegWidget.prompts``. The session state is public:
 ``LLM4SegWidget.state`` (:class:`~llm4seg_napari.state.WidgetState`); hosts
 such as the Qt app read it and call the public methods below.
 
@@ -48,6 +50,7 @@ from llm4seg_core.metrics import format_metrics
 from llm4seg_core.store import ModelStore, TaskProfile, model_profile
 from llm4seg_napari._autosave import session_target
 from llm4seg_napari._controls import WidgetControls
+from llm4seg_napari._prompting import PromptTool
 from llm4seg_napari._tasks import (
     FinetuneResult,
     SegmentResult,
@@ -100,6 +103,20 @@ class LLM4SegWidget(WidgetControls):
         self.segment_again_button.clicked.connect(lambda: self.segment(scope="volume"))
         self.cancel_button.clicked.connect(self.cancel_job)
         self.save_button.clicked.connect(self._on_save_clicked)
+
+        self.prompts = PromptTool(self)
+        self.prompt_button.toggled.connect(self._on_prompt_toggled)
+        self.prompt_clicks.toggled.connect(lambda on: self._on_prompt_kind("click", on))
+        self.prompt_box.toggled.connect(lambda on: self._on_prompt_kind("box", on))
+        self.prompt_guide_check.toggled.connect(
+            lambda on: setattr(self.prompts, "use_guide", bool(on)))
+        self.prompt_undo_button.clicked.connect(lambda: self.prompts.undo())
+        self.prompt_clear_button.clicked.connect(lambda: self.prompts.clear())
+        self.propagate_button.clicked.connect(lambda: self.propagate())
+        self.prompts.changed.connect(self._show_prompts)
+        self.state.job_started.connect(lambda _kind: self._show_prompts())
+        self.state.job_finished.connect(lambda _kind, _how: self._show_prompts())
+        self._show_prompts()
         warm_imports()
 
     def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
@@ -304,6 +321,38 @@ class LLM4SegWidget(WidgetControls):
                 mask.data[z] = kept[z]
             mask.refresh()
         return "; " + summary.describe("your")
+
+    # ================================================================== prompts
+    def start_prompts(self, kind: str = "click") -> bool:
+        """Prompt on the current image: clicks ("click") or a box ("box"); see PromptTool."""
+        return self.prompts.start(kind)
+
+    def propagate(self) -> bool:
+        """Carry the selected label through the volume from the corrected (and prompted)
+        slices; True when the job started."""
+        return self.prompts.propagate()
+
+    def _on_prompt_toggled(self, on: bool) -> None:
+        if not on:
+            self.prompts.stop()
+        elif not self.prompts.start("box" if self.prompt_box.isChecked() else "click"):
+            self._show_prompts()  # nothing to prompt on: the button goes back up
+
+    def _on_prompt_kind(self, kind: str, on: bool) -> None:
+        if on and self.prompts.active and self.prompts.kind != kind:
+            self.prompts.start(kind)
+
+    def _show_prompts(self) -> None:
+        """The Prompts box in step with the tool (also when the app started it)."""
+        tool = self.prompts
+        for widget, value in ((self.prompt_button, tool.active),
+                              (self.prompt_clicks, tool.kind == "click"),
+                              (self.prompt_box, tool.kind == "box")):
+            if widget.isChecked() != value:
+                widget.blockSignals(True)
+                widget.setChecked(value)
+                widget.blockSignals(False)
+        self.propagate_button.setEnabled(not self.state.is_busy)
 
     # ================================================================== fine-tune
     def finetune(self) -> bool:
