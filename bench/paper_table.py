@@ -22,7 +22,9 @@ The table scores each run's LAST checkpoint (the end of the fixed budget, no
 choice made on the val split) through the Segmenter at each picture's own
 size; mean and spread over the seeds. The zoo models are the best-on-val
 checkpoints of the LLM4Seg seed-0 runs, scored separately on their cards.
-``--device cuda`` and ``--recipe paper`` are for a GPU (bench/gpu_paper_table.sh).
+``--device cuda`` and ``--recipe paper`` are for a GPU (bench/gpu_paper_table.sh): the
+paper's recipe names its runs ``..._256``, keeps its scores apart
+(``docs/paper_table_gpu/``, or ``--scores``), and reads the datasets from ``--data``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "out" / "train"
 SCORES = ROOT / "docs" / "paper_table"
 """Each finished run's scores, committed: out/ does not outlive a session, the table must."""
+PAPER_MODE = False
+"""True under ``--recipe paper``: run names, scores folder and training command follow it."""
 DATASETS = ("busi", "kvasir", "ddti", "isic128", "hc18")
 ABLATION_SETS = ("busi", "kvasir")
 
@@ -72,7 +76,8 @@ class Run:
 
     @property
     def name(self) -> str:
-        return f"{self.dataset}_{self.variant}_128" + (f"_s{self.seed}" if self.seed else "")
+        size = PAPER_RECIPE["image_size"] if PAPER_MODE else RECIPE["image_size"]
+        return f"{self.dataset}_{self.variant}_{size}" + (f"_s{self.seed}" if self.seed else "")
 
     def folder(self, out: Path = OUT) -> Path:
         return out / self.name
@@ -110,7 +115,7 @@ def state_of(run: Run, out: Path) -> tuple[str, int]:
 
 
 def command(run: Run, recipe: dict, device: str, out: Path) -> list[str]:
-    cmd = [str(ROOT / ".venv" / "bin" / "llm4seg"), "train", str(DATA / run.dataset),
+    cmd = [sys.executable, "-m", "llm4seg_core", "train", str(DATA / run.dataset),
            "-o", str(run.folder(out)), "--model", f"{run.variant},image_size={recipe['image_size']}",
            "--seed", str(run.seed), "--device", device, *recipe["args"]]
     if "steps" in recipe:
@@ -231,6 +236,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
+    global DATA, SCORES, PAPER_MODE
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("command", choices=("plan", "run", "score", "table"))
     p.add_argument("--only", help="datasets, variants or run names, comma-separated")
@@ -240,7 +246,13 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=OUT, help="where the run folders live")
     p.add_argument("--no-score", dest="score", action="store_false",
                    help="run: do not score each run when it ends")
+    p.add_argument("--data", type=Path, help="the datasets folder (default ../shared/data)")
+    p.add_argument("--scores", type=Path, help="where the scores are kept (default "
+                   "docs/paper_table; docs/paper_table_gpu with --recipe paper)")
     args = p.parse_args()
+    PAPER_MODE = args.recipe == "paper"
+    DATA = args.data or DATA
+    SCORES = args.scores or (SCORES.with_name("paper_table_gpu") if PAPER_MODE else SCORES)
     return {"plan": cmd_plan, "run": cmd_run, "score": cmd_score, "table": cmd_table}[args.command](args)
 
 
