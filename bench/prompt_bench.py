@@ -256,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--names", default="LLM4Seg,CMUNeXt", help="the two rows' names")
     ap.add_argument("--data", help="comma-separated dataset names or folders (default: all)")
     ap.add_argument("--cases", type=int, help="at most this many val cases per dataset")
+    ap.add_argument("--volume-cases", type=int,
+                    help="of those, at most this many 3-D cases propagated (default: all)")
+    ap.add_argument("--latency-only", action="store_true", help="only the per-click latency")
     ap.add_argument("--max-clicks", type=int, default=20)
     ap.add_argument("--k", default="1,2,3", help="corrected slices for propagation")
     ap.add_argument("--latency-runs", type=int, default=30)
@@ -283,8 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         models[name + ("" if seg.trained else " (untrained)")] = seg
     ks = [int(k) for k in args.k.split(",") if k.strip()]
     report: dict = {"models": {n: s.name for n, s in models.items()}, "slices": {}, "volumes": {},
-                    "latency": {}}
-    for path in dataset_paths(args.data):
+                    "latency": {}, "engine": args.engine, "argv": sys.argv[1:]}
+    for path in [] if args.latency_only else dataset_paths(args.data):
         src = open_dataset(path)
         cases = list(src.split.val)[: args.cases]
         contoured = getattr(src, "contoured", None)
@@ -298,9 +301,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                             args.max_clicks)
             if getattr(src, "kind", "") == "3d":
                 report["volumes"].setdefault(path.name, {})[name] = bench_volumes(
-                    seg, src, cases, allowed_of, ks, with_baseline=i == 0)
+                    seg, src, cases[: args.volume_cases], allowed_of, ks, with_baseline=i == 0)
             print(f"{path.name} / {name}: done", file=sys.stderr, flush=True)
-    if args.unseen == "colin27":
+    if args.unseen == "colin27" and not args.latency_only:
         unseen(report, models, ks, args)
     for name, seg in models.items():
         report["latency"][name] = latency(seg, args.latency_runs)

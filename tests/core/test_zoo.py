@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.io import Volume
 from llm4seg_core.io.volume import unit_geometry
 from llm4seg_core.paths import shipped_models_dirs
@@ -27,6 +28,19 @@ def test_shipped_model_segments_a_tiny_input(path):
         assert info.meta["task"] == path.stem
         assert [lab["name"] for lab in info.meta["labels"]] == list(info.spec.label_names)
         assert info.meta["data"]["license"]
+    if info.spec.is_prompt_model:  # task "prompt": it answers prompts, Segment refuses it
+        from llm4seg_core.prompts import Point, PromptSegmenter, SlicePrompts
+
+        with pytest.raises(LLM4SegError, match="prompt model"):
+            Segmenter.load(str(path), device="cpu")
+        seg = PromptSegmenter.load(str(path), device="cpu")
+        assert seg.trained
+        yy, xx = np.mgrid[:40, :56]
+        disc = np.where((yy - 20) ** 2 + (xx - 28) ** 2 < 100, 300, -200)[None]
+        vol = Volume(np.repeat(disc, 2, axis=0).astype(np.int16), *unit_geometry(3))
+        mask = seg.segment_slice(vol, 1, SlicePrompts((Point(20, 28),)))
+        assert mask.shape == (40, 56) and mask.dtype == np.uint8 and int(mask.max()) <= 1
+        return
     seg = Segmenter.load(str(path), device="cpu")
     assert seg.trained
     rng = np.random.default_rng(0)
