@@ -35,20 +35,34 @@ def cache(tmp_path, monkeypatch):
     fastpath.forget_compiled()
 
 
-def shipped_tasks() -> list[str]:
-    return sorted({p.stem for d in shipped_models_dirs() for p in d.glob("*.safetensors")})
+def shipped_tasks(prompt: bool = False) -> list[str]:
+    """The shipped tasks: segmentation models, or (``prompt``) prompt models."""
+    from llm4seg_core.store import read_checkpoint_info
+
+    return sorted({p.stem for d in shipped_models_dirs() for p in d.glob("*.safetensors")
+                   if read_checkpoint_info(p).spec.is_prompt_model == prompt})
 
 
-def demo_ct(n: int = 4):
+def demo_ct(n: int = 4, with_label: bool = False):
+    """The middle ``n`` slices of the demo CT lung1; ``with_label``: the ``n`` slices around
+    its tumour's largest one, and the tumour there (bool)."""
     from llm4seg_core.data import demo_case
 
     try:
-        image = demo_case("lung1")[0]
+        image, label = demo_case("lung1")
     except LLM4SegError as exc:  # set-up fetches it; say so when it did not
         pytest.skip(str(exc))
     vol = read_image(image)
     mid = vol.n_slices // 2
-    return dataclasses.replace(vol, array=vol.array[mid - n // 2: mid + n // 2])
+    if not with_label:
+        return dataclasses.replace(vol, array=vol.array[mid - n // 2: mid + n // 2])
+    from llm4seg_core.io import read_mask
+
+    tumour = read_mask(label, reference=vol) > 0
+    mid = min(max(int(np.argmax(tumour.reshape(len(tumour), -1).sum(1))), n // 2),
+              vol.n_slices - n // 2)
+    zs = slice(mid - n // 2, mid + n // 2)
+    return dataclasses.replace(vol, array=vol.array[zs]), tumour[zs]
 
 
 def real_input(task: str):
@@ -91,6 +105,34 @@ def test_fast_path_labels_equal_the_plain_forward_for_every_shipped_model(task):
         ref = plain.model(x)
         out = fwd(x)
     assert ref.shape == out.shape
+    scale = float(ref.abs().max()) + 1.0
+    assert float((ref - out).abs().max()) <= 1e-3 * scale, f"{task}: logits differ"
+
+
+@pytest.mark.parametrize("task", shipped_tasks(prompt=True))
+def test_fast_path_masks_equal_the_plain_forward_for_every_shipped_prompt_model(task):
+    from llm4seg_core.prompts import PromptSegmenter, SlicePrompts
+    from llm4seg_core.prompts.segment import SliceRequest
+    from llm4seg_core.prompts.simulate import box_of, first_click
+
+    volume, tumour = demo_ct(4, with_label=True)
+    plain = PromptSegmenter.load(task, device="cpu", engine="torch")
+    fast = PromptSegmenter.load(task, device="cpu", engine="openvino")
+    assert isinstance(fast._forward_fn(), fastpath.CompiledForward)
+    z = int(np.argmax(tumour.reshape(len(tumour), -1).sum(1)))  # the slice with most tumour
+    assert tumour[z].any(), "the demo CT's middle slices hold no tumour"
+    reqs = [SliceRequest(z, SlicePrompts((first_click(tumour[z]),))),
+            SliceRequest(z, SlicePrompts(box=box_of(tumour[z]))),
+            SliceRequest(z, None, tumour[z].astype(np.uint8))]
+    want = np.stack(plain.segment_slices(volume, reqs))
+    got = np.stack(fast.segment_slices(volume, reqs))
+    assert want.any(), f"{task} on the demo CT: nothing segmented, the comparison says little"
+    equal = float((want == got).mean())
+    assert equal >= 0.999, f"{task} on the demo CT: only {100 * equal:.3f} % of pixels equal"
+    x = plain.inputs(volume, reqs)
+    with torch.inference_mode():
+        ref = plain.model(x)
+        out = fast._forward_fn()(x)
     scale = float(ref.abs().max()) + 1.0
     assert float((ref - out).abs().max()) <= 1e-3 * scale, f"{task}: logits differ"
 
