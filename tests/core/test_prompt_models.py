@@ -227,7 +227,7 @@ def test_the_segment_picker_leaves_prompt_models_out_and_models_list_marks_them(
                                       if line.startswith("task default:"))
 
 
-def test_a_prompt_picker_without_a_prompt_model_says_so(tmp_path):
+def test_a_prompt_picker_without_a_prompt_model_says_so(tmp_path, no_shipped_prompt_model):
     from llm4seg_napari.choices import prompt_model_choices
 
     choices = prompt_model_choices(ModelStore(tmp_path / "empty"))
@@ -357,7 +357,7 @@ def test_the_correction_loop_completes_a_prompt_model_by_propagation(monkeypatch
                      device="cpu")
 
 
-def test_cli_finetune_base_prompt_saves_in_task_prompt_and_completes(tmp_path, capsys):
+def test_cli_finetune_base_prompt_saves_in_task_prompt_and_completes(tmp_path, capsys, no_shipped_prompt_model):
     src, mask, lab = _vol_file(tmp_path)
     store = tmp_path / "store"
     argv = ["finetune", str(src), str(mask), "--slices", "3,4", "--store", str(store),

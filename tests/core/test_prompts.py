@@ -574,7 +574,7 @@ def test_cli_bad_prompts_exit_2_with_one_line(tmp_path, capsys, text, message):
     assert not out.exists()
 
 
-def test_cli_prompts_need_a_prompt_model(tmp_path, capsys):
+def test_cli_prompts_need_a_prompt_model(tmp_path, capsys, no_shipped_prompt_model):
     src, _, _ = _vol_file(tmp_path)
     f = tmp_path / "p.json"
     f.write_text('[{"type": "point", "zyx": [5, 14, 14]}]')
@@ -674,3 +674,48 @@ def test_cli_prompts_on_a_2d_picture(tmp_path, capsys):
     rc, err = _run(["segment", str(src), "-o", str(tmp_path / "m3.png"), "--prompts", str(f),
                     *CLI_TINY], capsys)
     assert rc == 2 and '"yx": [y, x] (no z)' in err
+
+
+def test_a_box_is_segmented_in_a_window_of_twice_its_size():
+    from llm4seg_core.prompts import Box
+    from llm4seg_core.prompts.segment import MIN_WINDOW, box_window
+
+    assert box_window(Box(200, 300, 219, 309), (512, 512)) == (178, 272, MIN_WINDOW)  # centred
+    assert box_window(Box(100, 100, 199, 149), (512, 512)) == (50, 26, 198)
+    assert box_window(Box(0, 490, 60, 511), (512, 512)) == (0, 392, 120)  # moved inside
+    assert box_window(Box(0, 0, 300, 300), (400, 500)) == (0, 0, 400)  # at most the slice
+    assert box_window(Box(5, 5, 9, 9), (30, 40)) == (0, 0, 30)
+
+
+def test_a_boxed_request_sees_only_its_window_and_the_mask_is_empty_outside():
+    """A model that marks every pixel: the boxed request's mask is exactly its window, and the
+    network saw the window (its input's image channel is the window's pixels, resized)."""
+    from llm4seg_core.io import Volume
+    from llm4seg_core.io.volume import unit_geometry
+    from llm4seg_core.prompts import Box, Point, PromptSegmenter, SlicePrompts
+    from llm4seg_core.prompts.segment import SliceRequest, box_window
+
+    model = build_model(parse_spec("prompt-cmunext,image_size=32,dims=8:8:16:16:32"))
+    seen = []
+
+    class Everything(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.clone())
+            return torch.ones(x.shape[0], 1, *x.shape[-2:]) * 5
+
+    arr = np.zeros((3, 200, 160), np.int16)
+    arr[1, 100:110, 60:70] = 1000
+    vol = Volume(arr, *unit_geometry(3))
+    seg = PromptSegmenter(model, device="cpu", engine="torch", trained=False)
+    seg._forward = Everything()
+    box = Box(100, 60, 109, 69)
+    reqs = [SliceRequest(1, SlicePrompts((Point(105, 65), Point(5, 5, False)), box)),
+            SliceRequest(1, SlicePrompts((Point(105, 65),)))]
+    boxed, whole = seg.segment_slices(vol, reqs)
+    y0, x0, side = box_window(box, (200, 160))
+    want = np.zeros((200, 160), np.uint8)
+    want[y0:y0 + side, x0:x0 + side] = 1
+    assert np.array_equal(boxed, want) and whole.all()
+    # the boxed input: the bright square fills the window's middle; the far click was dropped
+    x = seen[0][0]
+    assert float(x[0].max()) > float(x[0].min()) and int(x[2].sum()) == 0

@@ -104,3 +104,40 @@ def test_demo_pictures_without_data_says_why(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("llm4seg_core.paths.datasets_root", lambda: None)
     demo._pictures(argparse.Namespace(device="cpu", store=None), tmp_path)
     assert "no package registry ships" in capsys.readouterr().err
+
+
+def test_shipped_prompt_model_finds_the_demo_tumours_from_a_box_or_a_click(tmp_path, capsys):
+    """Out of the box, the CLI path a user takes (``segment --prompts``) on the demo CTs, on the
+    slice where each tumour is largest: a box around it finds both tumours (lung1's is 347
+    pixels of 512 x 512: the box's window makes that possible), one click inside finds lung2's.
+    One click does not find lung1's (Dice 0.08 measured; docs/benchmarks.md): not asserted."""
+    import json
+
+    from llm4seg_core.cli import main
+    from llm4seg_core.data import demo_case, demo_data_available
+    from llm4seg_core.io import read_image, read_mask
+    from llm4seg_core.metrics import overlap_scores
+    from llm4seg_core.prompts.simulate import box_of, first_click
+
+    if not demo_data_available():
+        pytest.skip("demo data not fetched (llm4seg data fetch)")
+    scores = {}
+    for case, kind in (("lung1", "box"), ("lung2", "box"), ("lung2", "point")):
+        image, label = demo_case(case)
+        tumour = read_mask(label, reference=read_image(image)) > 0
+        z = int(np.argmax(tumour.reshape(len(tumour), -1).sum(1)))
+        if kind == "box":
+            b = box_of(tumour[z])
+            prompt = {"type": "box", "z": z, "yx0": [b.y0, b.x0], "yx1": [b.y1, b.x1]}
+        else:
+            c = first_click(tumour[z])
+            prompt = {"type": "point", "zyx": [z, c.y, c.x]}
+        prompts = tmp_path / f"{case}-{kind}.json"
+        prompts.write_text(json.dumps([prompt]))
+        out = tmp_path / f"{case}-{kind}.nii.gz"
+        assert main(["segment", str(image), "-o", str(out), "--prompts", str(prompts),
+                     "--device", "cpu", "-q"]) == 0, capsys.readouterr().err
+        got = read_mask(out, reference=read_image(image)) > 0
+        assert not got[np.arange(len(got)) != z].any()  # only the prompted slice
+        scores[f"{case} {kind}"] = overlap_scores(got[z], tumour[z])["dice"]
+    assert min(scores.values()) >= 0.7, scores

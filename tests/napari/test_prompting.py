@@ -381,7 +381,7 @@ def test_propagate_needs_a_corrected_slice_with_the_label(setup, qtbot) -> None:
 # ------------------------------------------------------------------ errors, pictures
 
 
-def test_no_prompt_model_is_a_notification(make_napari_viewer, qtbot) -> None:
+def test_no_prompt_model_is_a_notification(make_napari_viewer, qtbot, no_shipped_prompt_model) -> None:
     viewer, widget, image = _make(make_napari_viewer, qtbot, with_model=False)
     try:
         widget.start_prompts("click")
