@@ -27,6 +27,14 @@ its val split:
   structures with k = 2, the fine-tune-then-filter correction loop
   (``loop.correction_loop`` from the shipped default, nothing saved), Dice on
   the other slices and its seconds, beside propagation from the same slices;
+- **guide fidelity** (3-D sets, the propagated cases): each structure's slices
+  (every third, its first and last left out) segmented with the true mask of
+  the slice below as the only prompt: Dice of the result against Dice of that
+  guide itself. A model that reads the image beats its guide; one that copies
+  the guide equals it (and then propagation cannot beat interpolation);
+- **the demo CTs** (``--demo``, default on when set-up fetched them): the four
+  pyradiomics lesions (lung1, lung2, brain1, brain2) on the slice where each is
+  largest, as the one-slice measures;
 - **per-click latency**: p50 / p95 of one click on a 512 x 512 slice.
 
     python bench/prompt_bench.py --model out/prompt/llm4seg/best.safetensors \
@@ -102,6 +110,54 @@ class Colin27:
 
     def read_case(self, case: str):
         return self.volume, self.labels
+
+
+class DemoScans:
+    """The demo CTs' lesions (llm4seg_core.data), each a one-object case."""
+
+    kind = "3d"
+    contoured = None
+    name = "demo-ct"
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        from llm4seg_core.data import demo_case
+        from llm4seg_core.io import read_image, read_mask
+
+        self.cases = {}
+        for case in ("lung1", "lung2", "brain1", "brain2"):
+            image, label = demo_case(case)
+            vol = read_image(image)
+            self.cases[case] = (vol, (read_mask(label, reference=vol) > 0).astype(np.uint8))
+        self.split = SimpleNamespace(val=list(self.cases), train=[])
+
+    def read_case(self, case: str):
+        return self.cases[case]
+
+
+def guide_fidelity(seg, src, cases, allowed_of) -> dict:
+    """Dice with the slice below's true mask as the guide, against that guide's own Dice."""
+    from llm4seg_core.prompts.segment import SliceRequest
+
+    got, copy = [], []
+    for case in cases:
+        vol, lab = src.read_case(case)
+        lab = np.asarray(lab)
+        allowed = allowed_of(case)
+        for v in (int(v) for v in np.unique(lab) if v):
+            if allowed is not None and v not in allowed:
+                continue
+            zs = [z for z in range(lab.shape[0]) if (lab[z] == v).any()][1:-1:3]
+            if not zs:
+                continue
+            masks = seg.segment_slices(vol, [SliceRequest(z, None, (lab[z - 1] == v).astype(
+                np.uint8)) for z in zs])
+            for z, m in zip(zs, masks, strict=True):
+                got.append(_dice(m, lab[z] == v))
+                copy.append(_dice(lab[z - 1] == v, lab[z] == v))
+    return {"model": float(np.mean(got)) if got else float("nan"),
+            "guide": float(np.mean(copy)) if copy else float("nan"), "slices": len(got)}
 
 
 def slice_objects(src, cases, allowed_of):
@@ -258,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", type=int, help="at most this many val cases per dataset")
     ap.add_argument("--volume-cases", type=int,
                     help="of those, at most this many 3-D cases propagated (default: all)")
+    ap.add_argument("--demo", action=argparse.BooleanOptionalAction, default=True,
+                    help="the demo CTs' lesions too (default on)")
     ap.add_argument("--latency-only", action="store_true", help="only the per-click latency")
     ap.add_argument("--max-clicks", type=int, default=20)
     ap.add_argument("--k", default="1,2,3", help="corrected slices for propagation")
@@ -302,7 +360,21 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(src, "kind", "") == "3d":
                 report["volumes"].setdefault(path.name, {})[name] = bench_volumes(
                     seg, src, cases[: args.volume_cases], allowed_of, ks, with_baseline=i == 0)
+                report.setdefault("guide", {}).setdefault(path.name, {})[name] = guide_fidelity(
+                    seg, src, cases[: args.volume_cases], allowed_of)
             print(f"{path.name} / {name}: done", file=sys.stderr, flush=True)
+    if args.demo and not args.latency_only:
+        from llm4seg_core.errors import LLM4SegError
+
+        try:
+            demo = DemoScans()
+        except LLM4SegError as exc:
+            print(f"no demo CTs: {exc}", file=sys.stderr)
+        else:
+            objects = slice_objects(demo, demo.split.val, lambda case: None)
+            for name, seg in models.items():
+                report["slices"].setdefault(demo.name, {})[name] = bench_slices(
+                    seg, demo, objects, args.max_clicks)
     if args.unseen == "colin27" and not args.latency_only:
         unseen(report, models, ks, args)
     for name, seg in models.items():
@@ -355,6 +427,13 @@ def markdown(report: dict, ks: list[int]) -> str:
                 for name, r in per.items():
                     lines.append(f"| {ds} | {name} propagation | {k} | {r[k]['n']} | "
                                  f"{r[k]['prop']:.3f} | {r[k]['prop_s']:.2f} |")
+    if report.get("guide"):
+        lines += ["", "| dataset | model | slices | Dice, guided by the slice below's true mask "
+                  "| Dice of that guide itself |", "|---|---|---|---|---|"]
+        for ds, per in report["guide"].items():
+            for name, r in per.items():
+                lines.append(f"| {ds} | {name} | {r['slices']} | {r['model']:.3f} | "
+                             f"{r['guide']:.3f} |")
     if report.get("loop"):
         names = [k for k in report["loop"]["mean"] if k not in ("loop", "loop_s")
                  and not k.endswith(" s")]
