@@ -24,7 +24,7 @@ from llm4seg_core.training.evaluation import evaluate
 from llm4seg_core.training.losses import batch_dice, segmentation_loss
 from llm4seg_core.training.params import cpu_state, set_trainable, train_mode
 
-__all__ = ["finetune"]
+__all__ = ["FinetuneRun", "finetune"]
 
 Pick = tuple[int, int, int, int]  # (slice index, dihedral variant, crop top, crop left)
 
@@ -86,6 +86,69 @@ def _label_map_for(model: LLM4SegNet, corrections: Any) -> Any:
     return LabelMap((1,)) if k == 1 else LabelMap(tuple(range(1, k)))
 
 
+class FinetuneRun:
+    """What a fine-tune on corrections does around its steps (:func:`finetune`, and
+    :func:`~llm4seg_core.training.prompt_finetune.finetune_prompt`): the model in the standard
+    memory layout with its starting weights kept, the trainable parameters chosen and given
+    to Adam, each step's loss applied and logged (progress every step, metrics about 20
+    times a run), and at the end the model as it was on cancel or error, in eval mode with
+    its own ``requires_grad`` flags."""
+
+    def __init__(self, model: LLM4SegNet, cfg: FinetuneConfig, cb: Callbacks,
+                 device: torch.device) -> None:
+        # A model a Segmenter has prepared is channels-last. Fine-tuning the shipped default
+        # that way on lung2 (k = 2) took 135 s and learned nothing (train Dice 0.0); in the
+        # standard layout, 53 s and train Dice 0.47. Not reproduced with small random models,
+        # root cause not found: train in the standard layout (a later Segmenter converts back).
+        model.to(memory_format=torch.contiguous_format)
+        self.model, self.cfg, self.cb = model, cfg, cb
+        self.start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.start_spec = model.spec
+        self.grad_flags = {nm: p.requires_grad for nm, p in model.named_parameters()}
+        names = set_trainable(model, cfg.trainable)
+        if device.type == "cuda" and model.llm_block is not None and model.spec.freeze_llm:
+            model.llm_block.llm.to(torch.bfloat16)
+        model.to(device)
+        self.opt = torch.optim.Adam([p for nm, p in model.named_parameters() if nm in names],
+                                    lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.history: list[dict[str, Any]] = []
+        self.done = 0
+        self._sums = [0.0, 0.0, 0]  # loss, Dice, steps since the last report
+        self._every = max(1, min(25, cfg.steps // 20))  # ~20 points, at most 25 steps apart
+        self.t0 = time.perf_counter()
+        cb.progress(0, cfg.steps)
+
+    def step(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """One optimiser step on ``logits`` against ``y``, logged."""
+        loss = segmentation_loss(logits, y, self.cfg.bce_weight)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.done += 1
+        self._sums[0] += float(loss.detach())
+        self._sums[1] += batch_dice(logits.detach(), y)
+        self._sums[2] += 1
+        self.cb.progress(self.done, self.cfg.steps)
+        if self.done % self._every == 0 or self.done == self.cfg.steps:
+            loss_sum, dice_sum, n = self._sums
+            m = {"step": self.done, "loss": loss_sum / n, "dice": dice_sum / n,
+                 "elapsed_s": time.perf_counter() - self.t0}
+            self.history.append(m)
+            self.cb.metrics(m)
+            self._sums = [0.0, 0.0, 0]
+
+    def restore(self) -> None:
+        """The weights and spec the model started with."""
+        self.model.spec = self.start_spec
+        self.model.load_state_dict(self.start_state)
+
+    def release(self) -> None:
+        """Eval mode and the model's own ``requires_grad`` flags back."""
+        self.model.eval()
+        for nm, p in self.model.named_parameters():
+            p.requires_grad_(self.grad_flags.get(nm, p.requires_grad))
+
+
 def finetune(model: LLM4SegNet, corrections: Any, config: FinetuneConfig | None = None,
              callbacks: Callbacks | None = None) -> TrainResult:
     """Fine-tune ``model`` in place on the corrected slices of one volume.
@@ -99,30 +162,15 @@ def finetune(model: LLM4SegNet, corrections: Any, config: FinetuneConfig | None 
     flush_denormals()
     cfg = config or FinetuneConfig()
     cb = callbacks or Callbacks()
-    t0 = time.perf_counter()
     spec = model.spec
     device = resolve_device(cfg.device)
-    # A model a Segmenter has prepared is channels-last. Fine-tuning the shipped default
-    # that way on lung2 (k = 2) took 135 s and learned nothing (train Dice 0.0); in the
-    # standard layout, 53 s and train Dice 0.47. Not reproduced with small random models,
-    # root cause not found: train in the standard layout (a later Segmenter converts back).
-    model.to(memory_format=torch.contiguous_format)
-    start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    start_spec = model.spec
+    run = FinetuneRun(model, cfg, cb, device)
     ds = corrections.dataset(spec, _label_map_for(model, corrections))
     items = [ds[i] for i in range(len(ds))]
     xs = torch.stack([a for a, _ in items])
     ys = torch.stack([b for _, b in items])
     n, s = len(items), spec.image_size
     crop = cfg.crop_size if cfg.crop_size is not None and cfg.crop_size < s else None
-
-    grad_flags = {nm: p.requires_grad for nm, p in model.named_parameters()}
-    names = set_trainable(model, cfg.trainable)
-    if cfg.device != "cpu" and device.type == "cuda" and model.llm_block is not None and model.spec.freeze_llm:
-        model.llm_block.llm.to(torch.bfloat16)
-    model.to(device)
-    params = [p for nm, p in model.named_parameters() if nm in names]
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     net = model.net
     encoder_frozen = not any(p.requires_grad for m in (net.stem, net.encoder) for p in m.parameters())
     variants = list(range(8)) if cfg.augment else [0]
@@ -132,18 +180,13 @@ def finetune(model: LLM4SegNet, corrections: Any, config: FinetuneConfig | None 
     cache = FeatureCache(net, xs, variants, device, cfg.amp) if use_cache else None
 
     gen = torch.Generator().manual_seed(cfg.seed)
-    history: list[dict[str, Any]] = []
     cancelled = False
-    loss_sum, dice_sum, loss_n = 0.0, 0.0, 0
-    # about 20 points for a live plot, at most 25 steps apart
-    report_every = max(1, min(25, cfg.steps // 20))
-    cb.progress(0, cfg.steps)
     try:
         train_mode(model, freeze_all_bn=cfg.freeze_bn)
         if use_cache:
             net.stem.eval()
             net.encoder.eval()
-        for step in range(cfg.steps):
+        for _step in range(cfg.steps):
             if cb.cancelled():
                 cancelled = True
                 break
@@ -164,40 +207,24 @@ def finetune(model: LLM4SegNet, corrections: Any, config: FinetuneConfig | None 
                     x = torch.stack([dihedral(xs[i], d)[:, oy:oy + c, ox:ox + c]
                                      for i, d, oy, ox in picks]).to(device)
                     logits = model(x)
-            loss = segmentation_loss(logits, y, cfg.bce_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += float(loss.detach())
-            dice_sum += batch_dice(logits.detach(), y)
-            loss_n += 1
-            cb.progress(step + 1, cfg.steps)
-            if (step + 1) % report_every == 0 or step + 1 == cfg.steps:
-                m = {"step": step + 1, "loss": loss_sum / loss_n, "dice": dice_sum / loss_n,
-                     "elapsed_s": time.perf_counter() - t0}
-                history.append(m)
-                cb.metrics(m)
-                loss_sum, dice_sum, loss_n = 0.0, 0.0, 0
+            run.step(logits, y)
     except BaseException:
-        model.spec = start_spec
-        model.load_state_dict(start_state)
+        run.restore()
         raise
     finally:
-        model.eval()
-        for nm, p in model.named_parameters():
-            p.requires_grad_(grad_flags.get(nm, p.requires_grad))
+        run.release()
+    history = run.history
     result = TrainResult(history=history, steps=len(history) and history[-1]["step"],
                          cancelled=cancelled)
     if cancelled:
-        model.spec = start_spec
-        model.load_state_dict(start_state)
+        run.restore()
     else:
         result.steps = cfg.steps
         scores = evaluate(model, ds, device=device, batch_size=4, bce_weight=cfg.bce_weight,
                           amp=cfg.amp)
         result.best_metrics = {k.replace("val_", "train_"): v for k, v in scores.items()}
     result.best_state = cpu_state(model)
-    result.seconds = time.perf_counter() - t0
+    result.seconds = time.perf_counter() - run.t0
     result.info = {"cached_encoder": use_cache, "feature_mb": feat_bytes / 2**20,
                    "slices": list(corrections.slices), "trainable": cfg.trainable,
                    "config": cfg.to_dict()}

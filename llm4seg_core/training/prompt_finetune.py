@@ -51,8 +51,8 @@ from llm4seg_core.model.network import LLM4SegNet
 from llm4seg_core.training.augment import augment_batch
 from llm4seg_core.training.config import FinetuneConfig, TrainResult
 from llm4seg_core.training.evaluation import evaluate
-from llm4seg_core.training.losses import batch_dice, segmentation_loss
-from llm4seg_core.training.params import cpu_state, set_trainable, train_mode
+from llm4seg_core.training.finetuning import FinetuneRun
+from llm4seg_core.training.params import cpu_state, train_mode
 
 __all__ = ["MIN_PIXELS", "PromptObject", "correction_objects", "finetune_prompt"]
 
@@ -186,7 +186,6 @@ def finetune_prompt(model: LLM4SegNet, corrections: Any, config: FinetuneConfig 
     cfg = config or FinetuneConfig()
     cb = callbacks or Callbacks()
     mix = mix or PromptMix()
-    t0 = time.perf_counter()
     spec = model.spec
     if not spec.is_prompt_model:
         raise LLM4SegError("finetune_prompt trains a prompt model; this model takes no prompt "
@@ -195,31 +194,16 @@ def finetune_prompt(model: LLM4SegNet, corrections: Any, config: FinetuneConfig 
     objects = correction_objects(corrections, min_pixels)
     if not any(not o.ended for o in objects):
         raise LLM4SegError(NO_OBJECT.format(slices=list(corrections.slices), n=min_pixels))
-    model.to(memory_format=torch.contiguous_format)  # as finetune: never train channels-last
-    start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    start_spec = model.spec
     inputs = _Inputs(spec, corrections)
     s = inputs.size
     crop = cfg.crop_size if cfg.crop_size is not None and cfg.crop_size < s else None
     n = len(objects)
     batch = min(cfg.batch_size, n)
 
-    grad_flags = {nm: p.requires_grad for nm, p in model.named_parameters()}
-    names = set_trainable(model, cfg.trainable)
-    if device.type == "cuda" and model.llm_block is not None and model.spec.freeze_llm:
-        model.llm_block.llm.to(torch.bfloat16)
-    model.to(device)
-    params = [p for nm, p in model.named_parameters() if nm in names]
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
+    run = FinetuneRun(model, cfg, cb, device)  # as finetune: never trains channels-last
     gen = torch.Generator().manual_seed(cfg.seed)
     order: list[int] = []
-    history: list[dict[str, Any]] = []
     cancelled = False
-    done = 0
-    loss_sum, dice_sum, loss_n = 0.0, 0.0, 0
-    report_every = max(1, min(25, cfg.steps // 20))  # as finetune: ~20 points for a live plot
-    cb.progress(0, cfg.steps)
     try:
         train_mode(model, freeze_all_bn=cfg.freeze_bn)
         for step in range(cfg.steps):
@@ -239,40 +223,22 @@ def finetune_prompt(model: LLM4SegNet, corrections: Any, config: FinetuneConfig 
             x, y = x.to(device), y.to(device)
             with autocast(device, cfg.amp):
                 logits = model(x)
-            loss = segmentation_loss(logits, y, cfg.bce_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            done = step + 1
-            loss_sum += float(loss.detach())
-            dice_sum += batch_dice(logits.detach(), y)
-            loss_n += 1
-            cb.progress(done, cfg.steps)
-            if done % report_every == 0 or done == cfg.steps:
-                m = {"step": done, "loss": loss_sum / loss_n, "dice": dice_sum / loss_n,
-                     "elapsed_s": time.perf_counter() - t0}
-                history.append(m)
-                cb.metrics(m)
-                loss_sum, dice_sum, loss_n = 0.0, 0.0, 0
+            run.step(logits, y)
     except BaseException:
-        model.spec = start_spec
-        model.load_state_dict(start_state)
+        run.restore()
         raise
     finally:
-        model.eval()
-        for nm, p in model.named_parameters():
-            p.requires_grad_(grad_flags.get(nm, p.requires_grad))
-    result = TrainResult(history=history, steps=done, cancelled=cancelled)
+        run.release()
+    result = TrainResult(history=run.history, steps=run.done, cancelled=cancelled)
     if cancelled:
-        model.spec = start_spec
-        model.load_state_dict(start_state)
+        run.restore()
     else:
         scored = [inputs.item(o, *_first_prompts(o)) for o in objects]
         scores = evaluate(model, scored, device=device, batch_size=4, bce_weight=cfg.bce_weight,
                           amp=cfg.amp)
         result.best_metrics = {k.replace("val_", "train_"): v for k, v in scores.items()}
     result.best_state = cpu_state(model)
-    result.seconds = time.perf_counter() - t0
+    result.seconds = time.perf_counter() - run.t0
     result.info = {"cached_encoder": False, "prompt_model": True, "objects": n,
                    "ended_items": sum(o.ended for o in objects),
                    "slices": list(corrections.slices), "trainable": cfg.trainable,
