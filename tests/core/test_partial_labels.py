@@ -137,3 +137,37 @@ def test_openkbp_cases_carry_their_contoured_organs():
     want = {int(v) for v, n in names.items() if n in facts[case]["labels_present"]}
     assert data.contoured[case] == want
     assert len(want) < 7  # this case lacks some organs: the reason the masking exists
+
+
+def test_background_prior_sets_the_head_biases():
+    spec = ModelSpec(llm_mode="none", image_size=32, dims=(8, 8, 16, 16, 32), num_classes=8)
+    model = build_model(spec, seed=0)
+    model.set_background_prior(0.75)
+    p = torch.softmax(model.net.head.bias.detach(), 0)
+    assert p[0].item() == pytest.approx(0.75)
+    assert torch.allclose(p[1:], torch.full((7,), 0.25 / 7))
+    binary = build_model(ModelSpec(llm_mode="none", image_size=32, dims=(8, 8, 16, 16, 32)), seed=0)
+    before = binary.net.head.bias.detach().clone()
+    binary.set_background_prior(0.75)
+    assert torch.equal(binary.net.head.bias.detach(), before)
+
+
+@pytest.mark.parametrize("partial", [True, False])
+def test_train_starts_partial_labels_at_the_background_prior(tmp_path, monkeypatch, partial):
+    from llm4seg_core.cli import main
+    from llm4seg_core.cli.train import BACKGROUND_PRIOR
+    from llm4seg_core.model.network import LLM4SegNet
+
+    data = tmp_path / "data"
+    _write_partial_dataset(data)
+    if not partial:
+        (data / "cases.json").unlink()
+    calls = []
+    real = LLM4SegNet.set_background_prior
+    monkeypatch.setattr(LLM4SegNet, "set_background_prior",
+                        lambda self, p: (calls.append(p), real(self, p)))
+    rc = main(["train", str(data), "-o", str(tmp_path / "run"), "--model",
+               "llm_mode=none,image_size=32,dims=8:8:16:16:32", "--epochs", "1",
+               "--max-steps", "1", "--device", "cpu", "-q"])
+    assert rc == 0
+    assert calls == ([BACKGROUND_PRIOR] if partial else [])
