@@ -44,7 +44,8 @@ its val split:
         --twin "prompt-cmunext,image_size=32,dims=8:8:16:16:32" --data busi,msd_hippocampus \
         --cases 1 --max-clicks 3 --k 1 --latency-runs 3
 
-``--model`` / ``--twin`` take what ``--model`` takes on the command line (a
+``--volumes-only`` runs just the propagation rows (and ``--loop``); ``--twin`` may be left
+out (one model). ``--model`` / ``--twin`` take what ``--model`` takes on the command line (a
 file, a store version, ``prompt``, or a spec: untrained, marked so). Prints
 markdown tables; ``--json`` keeps every number.
 """
@@ -308,7 +309,7 @@ def latency(seg, runs: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="the prompt model (LLM4Seg)")
-    ap.add_argument("--twin", required=True, help="its no-LLM twin (prompt-cmunext)")
+    ap.add_argument("--twin", help="its no-LLM twin (prompt-cmunext); left out: one model")
     ap.add_argument("--names", default="LLM4Seg,CMUNeXt", help="the two rows' names")
     ap.add_argument("--data", help="comma-separated dataset names or folders (default: all)")
     ap.add_argument("--cases", type=int, help="at most this many val cases per dataset")
@@ -317,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--demo", action=argparse.BooleanOptionalAction, default=True,
                     help="the demo CTs' lesions too (default on)")
     ap.add_argument("--latency-only", action="store_true", help="only the per-click latency")
+    ap.add_argument("--volumes-only", action="store_true",
+                    help="only propagation through volumes (and --loop): no one-slice measures, "
+                    "guide fidelity, demo CTs or latency")
     ap.add_argument("--max-clicks", type=int, default=20)
     ap.add_argument("--k", default="1,2,3", help="corrected slices for propagation")
     ap.add_argument("--latency-runs", type=int, default=30)
@@ -339,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
 
     names = [n.strip() for n in args.names.split(",")]
     models = {}
-    for name, arg in zip(names, (args.model, args.twin), strict=True):
+    for name, arg in zip(names, [a for a in (args.model, args.twin) if a], strict=False):
         seg = PromptSegmenter.load(arg, device=args.device, engine=args.engine)
         models[name + ("" if seg.trained else " (untrained)")] = seg
     ks = [int(k) for k in args.k.split(",") if k.strip()]
@@ -353,17 +357,21 @@ def main(argv: list[str] | None = None) -> int:
         def allowed_of(case, contoured=contoured):
             return None if contoured is None else contoured[case]
 
-        objects = slice_objects(src, cases, allowed_of)
+        if args.volumes_only and getattr(src, "kind", "") != "3d":
+            continue
+        objects = [] if args.volumes_only else slice_objects(src, cases, allowed_of)
         for i, (name, seg) in enumerate(models.items()):
-            report["slices"].setdefault(path.name, {})[name] = bench_slices(seg, src, objects,
-                                                                            args.max_clicks)
+            if not args.volumes_only:
+                report["slices"].setdefault(path.name, {})[name] = bench_slices(
+                    seg, src, objects, args.max_clicks)
             if getattr(src, "kind", "") == "3d":
                 report["volumes"].setdefault(path.name, {})[name] = bench_volumes(
                     seg, src, cases[: args.volume_cases], allowed_of, ks, with_baseline=i == 0)
-                report.setdefault("guide", {}).setdefault(path.name, {})[name] = guide_fidelity(
-                    seg, src, cases[: args.volume_cases], allowed_of)
+                if not args.volumes_only:
+                    report.setdefault("guide", {}).setdefault(path.name, {})[name] = (
+                        guide_fidelity(seg, src, cases[: args.volume_cases], allowed_of))
             print(f"{path.name} / {name}: done", file=sys.stderr, flush=True)
-    if args.demo and not args.latency_only:
+    if args.demo and not (args.latency_only or args.volumes_only):
         from llm4seg_core.errors import LLM4SegError
 
         try:
@@ -378,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.unseen == "colin27" and not args.latency_only:
         unseen(report, models, ks, args)
     for name, seg in models.items():
-        report["latency"][name] = latency(seg, args.latency_runs)
+        if not args.volumes_only:
+            report["latency"][name] = latency(seg, args.latency_runs)
     print(markdown(report, ks))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=str) + "\n")
@@ -394,11 +403,12 @@ def unseen(report: dict, models: dict, ks: list[int], args) -> None:
     except TaskUnavailable as exc:
         print(f"no unseen structures: {exc}", file=sys.stderr)
         return
-    objects = slice_objects(every, every.split.val, lambda case: None)
-    for name, seg in models.items():
-        report["slices"].setdefault(every.name, {})[name] = bench_slices(seg, every, objects,
-                                                                         args.max_clicks)
-        print(f"{every.name} / {name}: slices done", file=sys.stderr, flush=True)
+    if not args.volumes_only:
+        objects = slice_objects(every, every.split.val, lambda case: None)
+        for name, seg in models.items():
+            report["slices"].setdefault(every.name, {})[name] = bench_slices(
+                seg, every, objects, args.max_clicks)
+            print(f"{every.name} / {name}: slices done", file=sys.stderr, flush=True)
     if args.unseen_volumes != "0":
         src = every if args.unseen_volumes == "all" else Colin27(UNSEEN_VOLUMES)
         for i, (name, seg) in enumerate(models.items()):
@@ -411,7 +421,7 @@ def unseen(report: dict, models: dict, ks: list[int], args) -> None:
 
 def markdown(report: dict, ks: list[int]) -> str:
     lines = ["| dataset | model | objects | Dice 1 click | Dice 1 box | NoC@85 | NoC@90 |",
-             "|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|"] if report["slices"] else []
     for ds, per in report["slices"].items():
         for name, r in per.items():
             lines.append(f"| {ds} | {name} | {r['objects']} | {r['click1']:.3f} | {r['box']:.3f} | "
@@ -443,7 +453,8 @@ def markdown(report: dict, ks: list[int]) -> str:
         for r in report["loop"]["rows"] + [dict(report["loop"]["mean"], structure="mean")]:
             lines.append(f"| {r['structure']} | {r['loop']:.3f} | {r['loop_s']:.0f} | "
                          + " | ".join(f"{r[n]:.3f} | {r[n + ' s']:.1f}" for n in names) + " |")
-    lines += ["", "| model | per-click latency, 512 x 512: p50 | p95 |", "|---|---|---|"]
+    if report["latency"]:
+        lines += ["", "| model | per-click latency, 512 x 512: p50 | p95 |", "|---|---|---|"]
     for name, r in report["latency"].items():
         lines.append(f"| {name} | {r['p50_ms']:.0f} ms | {r['p95_ms']:.0f} ms |")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ import threading
 
 import numpy as np
 import pytest
+from scipy import ndimage
 import SimpleITK as sitk
 import torch
 from torch.nn import functional as F
@@ -370,34 +371,41 @@ def _halves(h=40, w=48):
     return left, right
 
 
-def test_fill_between_two_seeds_takes_the_nearer_seed():
+def test_between_two_seeds_the_interpolated_outline_is_the_guide():
+    from llm4seg_core.postprocess import interpolate_between, pixel_mm
+
     vol, _ = _volume()
-    left, right = _halves()
+    small, large = np.zeros((40, 48), np.uint8), np.zeros((40, 48), np.uint8)
+    small[16:24, 18:26] = 1
+    large[8:32, 10:34] = 1
     fake = CopyGuide(alive=range(12))
-    prop = propagate(fake, vol, {2: left, 10: right})
-    for z in (3, 4, 5, 6):  # 6 is as far from 2 as from 10: the lower seed's
-        assert np.array_equal(prop.mask[z], left), z
-    for z in (7, 8, 9):
-        assert np.array_equal(prop.mask[z], right), z
-    assert np.array_equal(prop.mask[2], left) and np.array_equal(prop.mask[10], right)
-    # outside the seeds: down to 0 and up to the volume's end
-    assert np.array_equal(prop.mask[0], left) and np.array_equal(prop.mask[11], right)
+    prop = propagate(fake, vol, {2: small, 10: large}, shrink=0)
+    want = interpolate_between(small, large, 7, pixel_mm(vol))
+    for i, z in enumerate(range(3, 10)):
+        assert np.array_equal(prop.mask[z], want[i]), z
+    areas = [int(prop.mask[z].sum()) for z in range(2, 11)]
+    assert areas == sorted(areas) and areas[0] < areas[-1]  # it grows from one seed to the other
+    assert fake.calls[0] == [3, 4, 5, 6, 7, 8, 9]  # the gap in one batch, before the walks
     assert sorted(z for c in fake.calls for z in c) == [0, 1, 3, 4, 5, 6, 7, 8, 9, 11]  # each once
-    prop = propagate(CopyGuide(alive=range(12)), vol, {2: left, 9: right})  # no middle slice
-    assert [z for z in range(3, 9) if np.array_equal(prop.mask[z], left)] == [3, 4, 5]
-    assert [z for z in range(3, 9) if np.array_equal(prop.mask[z], right)] == [6, 7, 8]
+    # unshrunk, a walk copying its guide runs to the volume's end
+    assert np.array_equal(prop.mask[0], small) and np.array_equal(prop.mask[11], large)
+    # a slice between the seeds where the model sees nothing stays empty; nothing stops
+    prop = propagate(CopyGuide(alive=set(range(12)) - {6}), vol, {2: small, 10: large}, shrink=0)
+    assert not prop.mask[6].any() and prop.mask[5].any() and prop.stopped == []
 
 
-def test_a_walk_that_stops_early_between_seeds_is_continued_from_the_other_seed():
-    vol, _ = _volume()
-    left, right = _halves()
-    # the walk from below (carrying ``left``) sees nothing on slice 4; the one from above does
-    fake = CopyGuide(alive=range(12), empty_from_below_at=4)
-    prop = propagate(fake, vol, {2: left, 10: right})
-    assert np.array_equal(prop.mask[3], left)
-    for z in (4, 5, 6, 7, 8, 9):
-        assert np.array_equal(prop.mask[z], right), z
-    assert prop.stopped == []
+def test_a_walk_shrinks_its_guide_and_ends_where_it_vanishes():
+    vol, _ = _volume()  # slices 2 mm apart, 1 mm pixels: 0.75 x 2 = 1.5 pixels a slice
+    left, _ = _halves()  # 20 x 10
+    fake = CopyGuide(alive=range(12))
+    prop = propagate(fake, vol, {5: left})
+    erode = lambda m, k: ndimage.binary_erosion(m, iterations=k).astype(np.uint8)  # noqa: E731
+    assert np.array_equal(prop.mask[4], erode(left, 1))  # 1.5: one pixel, 0.5 carried
+    assert np.array_equal(prop.mask[3], erode(left, 3))  # 2.0: two more
+    assert np.array_equal(prop.mask[6], erode(left, 1))  # the same going up
+    assert _slices_with(prop.mask) == [2, 3, 4, 5, 6, 7, 8]  # 10 wide: gone after 5 pixels a side
+    assert prop.stopped == [1, 9]  # where the shrunk guide vanished; no model call there
+    assert sorted(z for c in fake.calls for z in c) == [2, 3, 4, 6, 7, 8]
     # an empty corrected slice bounds the object: no walk from it, none past it
     prop = propagate(CopyGuide(alive=range(12)), vol, {2: left, 6: np.zeros_like(left)})
     assert _slices_with(prop.mask) == [0, 1, 2, 3, 4, 5]
