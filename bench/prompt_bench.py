@@ -44,7 +44,8 @@ its val split:
         --twin "prompt-cmunext,image_size=32,dims=8:8:16:16:32" --data busi,msd_hippocampus \
         --cases 1 --max-clicks 3 --k 1 --latency-runs 3
 
-``--volumes-only`` runs just the propagation rows (and ``--loop``); ``--twin`` may be left
+``--volumes-only`` runs just the propagation rows (and ``--loop``), ``--slices-only`` just
+the one-slice rows and the latency; ``--twin`` may be left
 out (one model). ``--model`` / ``--twin`` take what ``--model`` takes on the command line (a
 file, a store version, ``prompt``, or a spec: untrained, marked so). Prints
 markdown tables; ``--json`` keeps every number.
@@ -321,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--volumes-only", action="store_true",
                     help="only propagation through volumes (and --loop): no one-slice measures, "
                     "guide fidelity, demo CTs or latency")
+    ap.add_argument("--slices-only", action="store_true",
+                    help="only the one-slice measures (clicks, boxes, NoC) and latency: no "
+                    "propagation, guide fidelity or loop")
     ap.add_argument("--max-clicks", type=int, default=20)
     ap.add_argument("--k", default="1,2,3", help="corrected slices for propagation")
     ap.add_argument("--latency-runs", type=int, default=30)
@@ -364,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.volumes_only:
                 report["slices"].setdefault(path.name, {})[name] = bench_slices(
                     seg, src, objects, args.max_clicks)
-            if getattr(src, "kind", "") == "3d":
+            if getattr(src, "kind", "") == "3d" and not args.slices_only:
                 report["volumes"].setdefault(path.name, {})[name] = bench_volumes(
                     seg, src, cases[: args.volume_cases], allowed_of, ks, with_baseline=i == 0)
                 if not args.volumes_only:
@@ -409,13 +413,13 @@ def unseen(report: dict, models: dict, ks: list[int], args) -> None:
             report["slices"].setdefault(every.name, {})[name] = bench_slices(
                 seg, every, objects, args.max_clicks)
             print(f"{every.name} / {name}: slices done", file=sys.stderr, flush=True)
-    if args.unseen_volumes != "0":
+    if args.unseen_volumes != "0" and not args.slices_only:
         src = every if args.unseen_volumes == "all" else Colin27(UNSEEN_VOLUMES)
         for i, (name, seg) in enumerate(models.items()):
             report["volumes"].setdefault(src.name, {})[name] = bench_volumes(
                 seg, src, src.split.val, lambda case: None, ks, with_baseline=i == 0)
             print(f"{src.name} / {name}: volumes done", file=sys.stderr, flush=True)
-    if args.loop:
+    if args.loop and not args.slices_only:
         report["loop"] = bench_loop(models, Colin27(UNSEEN_VOLUMES), args.loop)
 
 

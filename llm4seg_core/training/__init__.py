@@ -22,11 +22,13 @@ Modules, one job each:
 - ``losses``: segmentation_loss, batch_dice, IGNORE_LABEL
 - ``augment``: the 8 rotations/flips and random crops
 - ``distributed``: DistInfo, init_distributed, reductions over ranks
-- ``evaluation``: evaluate (validation Dice / IoU / loss)
+- ``evaluation``: evaluate (validation Dice / IoU / loss; pooled per-class Dice)
 - ``state``: the resumable TrainState and its two files in the run folder
 - ``trainer``: Trainer
 - ``finetuning``: finetune and its encoder-feature cache
 - ``prompt_finetune``: finetune_prompt, a prompt model on the corrected objects
+- ``click_sessions``: ClickSessions, simulated click sessions on the model's own masks
+  while a prompt model trains (a Trainer batch hook)
 
 The names below are imported lazily (on first use), so importing this package,
 or ``llm4seg_core.training.config``, does not import torch.

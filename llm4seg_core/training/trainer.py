@@ -40,12 +40,15 @@ class Trainer:
     (KeyboardInterrupt is re-raised after the state is saved). ``resume=True``
     continues from the state in ``checkpoint_dir``. The callbacks hear
     progress after every step and metrics after every epoch; cancel is
-    checked before every step.
+    checked before every step. ``batch_hook(model, x, y, generator)``, when
+    given, may rewrite a batch's inputs after its augmentation (a prompt model's
+    simulated click sessions, :mod:`~llm4seg_core.training.click_sessions`).
     """
 
     def __init__(self, model: LLM4SegNet, config: TrainConfig | None = None,
-                 callbacks: Callbacks | None = None) -> None:
+                 callbacks: Callbacks | None = None, batch_hook: Any = None) -> None:
         self.config = config or TrainConfig()
+        self.batch_hook = batch_hook
         self.callbacks = callbacks or Callbacks()
         self.model = model
         self.dist = dist_info()
@@ -192,6 +195,8 @@ class Trainer:
                                  fg_prob=cfg.fg_crop_prob)
             x = x.to(self.device, non_blocking=pin)
             y = y.to(self.device, non_blocking=pin)
+            if self.batch_hook is not None:  # e.g. training.click_sessions.ClickSessions
+                x = self.batch_hook(self.model, x, y, gen)
             lr = cfg.learning_rate(st.step, total)
             for g in self.optimizer.param_groups:
                 g["lr"] = lr

@@ -171,3 +171,39 @@ def test_train_starts_partial_labels_at_the_background_prior(tmp_path, monkeypat
                "--max-steps", "1", "--device", "cpu", "-q"])
     assert rc == 0
     assert calls == ([BACKGROUND_PRIOR] if partial else [])
+
+
+class _Fixed(torch.nn.Module):
+    """A 'model' that answers given logits, whatever the input."""
+
+    def __init__(self, logits, num_classes):
+        super().__init__()
+        self.logits = logits
+        self.spec = type("S", (), {"num_classes": num_classes})()
+
+    def forward(self, x):
+        return self.logits[: len(x)]
+
+
+def test_validation_pools_each_class_so_a_missed_organ_shows():
+    from llm4seg_core.training.evaluation import evaluate
+
+    # 4 slices, 3 classes; class 2 sits on slice 0 only and is never predicted, class 1
+    # is predicted exactly. The per-image mean counts slices 1-3 (class 2 absent in both)
+    # as perfect; the pooled class Dice of class 2 is 0.
+    ref = torch.zeros(4, 8, 8, dtype=torch.uint8)
+    ref[:, :4, :4] = 1
+    ref[0, 5:, 5:] = 2
+    pred = ref.clone()
+    pred[0, 5:, 5:] = 0
+    logits = torch.nn.functional.one_hot(pred.long(), 3).permute(0, 3, 1, 2).float() * 10
+    items = [(torch.zeros(1, 8, 8), ref[i], torch.tensor([True, True, True])) for i in range(4)]
+    m = evaluate(_Fixed(logits, 3), items, amp=False)
+    assert m["val_class_dice_1"] == pytest.approx(1.0)
+    assert m["val_class_dice_2"] == pytest.approx(0.0)
+    assert m["val_class_dice"] == pytest.approx(0.5)
+    assert m["val_dice"] == pytest.approx((0.5 + 3 * 1.0) / 4)  # the per-image mean hides it
+    # a slice where class 2 was not contoured does not count against it
+    items[0] = (items[0][0], ref[0], torch.tensor([True, True, False]))
+    m = evaluate(_Fixed(logits, 3), items, amp=False)
+    assert m["val_class_dice_2"] == pytest.approx(1.0)  # nothing predicted, nothing contoured

@@ -1,0 +1,126 @@
+"""Simulated click sessions while a prompt model trains: its own masks, corrected by clicks.
+
+The prompted items (:mod:`llm4seg_core.datasets.prompted`) give the network
+a first click, or a box, and a few clicks at the errors of a *perturbed copy*
+of the target. A user's later clicks correct the network's *own* mask, and
+the benchmark's simulated sessions showed a model trained only on copies
+does not converge (clicks 2-20 barely helped). So, as in iterative training
+of interactive segmentation (Mahadevan et al., BMVC 2018; Sofiiuk et al.,
+RITM, 2022), a share of the training batches first runs a short session
+without gradients: the model predicts, a click goes to the centre of the
+largest error region of that prediction against the target (positive where
+the object was missed, negative where it is not the object), the prediction
+becomes the guide mask, and again, 1 to ``max_rounds`` times. The batch then
+trains on the prompts and guide the session ended with.
+
+Only items with a click or a box take part; pure guide items (propagation,
+"the object ended") stay as drawn. Everything happens at the model grid,
+after the augmentation, with the same disc clicks as
+:func:`~llm4seg_core.prompts.encode.click_map`. The draws come from the
+step's generator, so a resumed run sees what an uninterrupted one saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from llm4seg_core.errors import LLM4SegError
+from llm4seg_core.prompts.encode import CLICK_RADIUS
+from llm4seg_core.prompts.simulate import inner_distance
+from llm4seg_core.training.losses import IGNORE_LABEL
+from llm4seg_core.training.params import train_mode
+
+__all__ = ["ClickSessions", "session_click"]
+
+POS, NEG, BOX, GUIDE = -4, -3, -2, -1
+"""The prompt channels, counted from the end of an item's channels (encode.CHANNELS)."""
+
+
+def session_click(target: np.ndarray, pred: np.ndarray,
+                  rng: np.random.Generator) -> tuple[int, int, bool] | None:
+    """(row, column, positive) of the correction: inside the largest error region, in its
+    inner half (a point at least half the region's largest boundary distance in); None when
+    ``pred`` has no error."""
+    best = None
+    for positive, err in ((True, target & ~pred), (False, pred & ~target)):
+        lab, n = ndimage.label(err)
+        if n:
+            areas = np.bincount(lab.ravel())[1:]
+            k = int(np.argmax(areas))
+            if best is None or areas[k] > best[0]:
+                best = (int(areas[k]), positive, lab == k + 1)
+    if best is None:
+        return None
+    dist = inner_distance(best[2])
+    cand = np.argwhere(dist >= max(0.5 * float(dist.max()), min(1.0, float(dist.max()))))
+    y, x = cand[int(rng.integers(len(cand)))]
+    return int(y), int(x), best[1]
+
+
+@dataclass(frozen=True)
+class ClickSessions:
+    """A Trainer batch hook: ``share`` of the batches run a session of 1..``max_rounds``
+    corrections of the model's own mask before the training step."""
+
+    share: float = 0.5
+    max_rounds: int = 4
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.share <= 1.0 or self.max_rounds < 1:
+            raise LLM4SegError("click sessions: share in [0, 1], max_rounds >= 1")
+
+    @classmethod
+    def parse(cls, text: str) -> ClickSessions:
+        """``"SHARE"`` or ``"SHARE,ROUNDS"`` (the command line's form)."""
+        parts = [p.strip() for p in str(text).split(",") if p.strip()]
+        try:
+            if len(parts) == 1:
+                return cls(float(parts[0]))
+            if len(parts) == 2:
+                return cls(float(parts[0]), int(parts[1]))
+        except ValueError:
+            pass
+        raise LLM4SegError(f"click sessions {text!r}: give SHARE or SHARE,ROUNDS (e.g. 0.5,4)")
+
+    def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 gen: torch.Generator) -> torch.Tensor:
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        rng = np.random.default_rng(seed)
+        if self.share <= 0 or rng.uniform() >= self.share:
+            return x
+        prompted = ((x[:, POS].flatten(1).amax(1) > 0) | (x[:, BOX].flatten(1).amax(1) > 0))
+        idx = torch.nonzero(prompted).flatten()
+        if idx.numel() == 0:
+            return x
+        rounds = int(rng.integers(1, self.max_rounds + 1))
+        x = x.clone()
+        sub = x[idx]
+        targets = (y[idx] == 1).cpu().numpy()
+        known = (y[idx] != IGNORE_LABEL).cpu().numpy()
+        size = sub.shape[-1]
+        yy, xx = np.mgrid[:sub.shape[-2], :size]
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for _ in range(rounds):
+                    pred = (model(sub)[:, 0] > 0).cpu().numpy()
+                    for j in range(len(idx)):
+                        p = pred[j] & known[j]
+                        click = session_click(targets[j], p, rng)
+                        sub[j, GUIDE] = torch.from_numpy(pred[j].astype(np.float32)).to(sub.device)
+                        if click is None:
+                            continue
+                        cy, cx, positive = click
+                        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= CLICK_RADIUS * CLICK_RADIUS
+                        ch = POS if positive else NEG
+                        sub[j, ch][torch.from_numpy(disc).to(sub.device)] = 1.0
+        finally:
+            if was_training:
+                train_mode(model)
+        x[idx] = sub
+        return x
