@@ -42,7 +42,9 @@ are left as they are.
 The model: :attr:`PromptTool.model` (None: the store's task ``prompt``, else
 its shipped model; a path, version or spec otherwise), on the widget's
 device, loaded in the worker on first use and kept while the store's current
-version and the device stay. Every error (no prompt model, a click outside
+version and the device stay. While the tool is on, the widget's Fine-tune
+("Fine-tune prompt model") trains this model on the corrected slices and the
+tool answers with the new version (:meth:`PromptTool.adopt`). Every error (no prompt model, a click outside
 the image, Propagate on a 2-D picture) is a napari notification.
 """
 
@@ -480,6 +482,18 @@ class PromptTool(QObject):
             seg = PromptSegmenter.load(model, store=store, device=device)
             self._segmenter = (key, seg)
             return seg
+
+    def adopt(self, segmenter: Any, device: str = "auto") -> None:
+        """Answer clicks with ``segmenter`` from now on: a prompt model fine-tuned here, whose
+        version is the current of task ``prompt`` (the tool then follows that task)."""
+        from llm4seg_core.prompts.segment import PROMPT_TASK
+        from llm4seg_core.store import ModelStore
+
+        with self._load_lock:
+            store = ModelStore()
+            current = store.current_name(PROMPT_TASK) if PROMPT_TASK in store.tasks() else None
+            self.model = None
+            self._segmenter = ((None, device, current), segmenter)
 
     def _run(self, request: _Request) -> _Result:
         """In the worker thread: the object on the request's slice."""

@@ -353,10 +353,21 @@ class LLM4SegWidget(WidgetControls):
                 widget.setChecked(value)
                 widget.blockSignals(False)
         self.propagate_button.setEnabled(not self.state.is_busy)
+        # with the Click/Box tools on, Fine-tune adapts the prompt model they use
+        self.finetune_button.setText("Fine-tune prompt model" if tool.active else "Fine-tune")
+        self.finetune_button.setToolTip(
+            "train the prompt model (task 'prompt') on the corrected slices and save a new "
+            "version of it; the Click and Box tools use it next" if tool.active else
+            "train the model's small parts on the corrected slices and save a new model version")
 
     # ================================================================== fine-tune
     def finetune(self) -> bool:
-        """Fine-tune the selected model on the corrected slices; returns True when a job started."""
+        """Fine-tune the selected model on the corrected slices; returns True when a job started.
+
+        While the prompt tool is on (Click or Box), the model fine-tuned is the prompt
+        model it uses (task ``prompt``); its new version becomes that task's current,
+        which the tool then answers clicks with. The Segment model is left as it is.
+        """
         if self.state.is_busy:
             show_info(f"wait for the running {self.state.kind} to finish (or cancel it)")
             return False
@@ -374,6 +385,11 @@ class LLM4SegWidget(WidgetControls):
             show_warning(str(exc))
             return False
         model_arg, device = self.state.model_arg, self.state.device_arg
+        prompt = self.prompts.active
+        if prompt:
+            from llm4seg_core.prompts.segment import PROMPT_TASK
+
+            model_arg = self.prompts.model or PROMPT_TASK
         steps = self.steps_spin.value()
         name = image.name
         self._last_loss = ""
@@ -384,7 +400,8 @@ class LLM4SegWidget(WidgetControls):
             "fine-tune",
             lambda cb: finetune_job(model_arg, device, corrections, steps, cb, image_name=name),
             self._finetune_done,
-            f"Fine-tuning on {len(corrections)} corrected slice(s) ({steps} steps)…",
+            f"Fine-tuning {'the prompt model ' if prompt else ''}on {len(corrections)} "
+            f"corrected slice(s) ({steps} steps)…",
         )
 
     def _on_metrics(self, metrics: dict[str, Any]) -> None:
@@ -400,6 +417,15 @@ class LLM4SegWidget(WidgetControls):
 
     def _finetune_done(self, result: FinetuneResult) -> None:
         info = result.version
+        from llm4seg_core.prompts import PromptSegmenter
+
+        if isinstance(result.segmenter, PromptSegmenter):
+            self.prompts.adopt(result.segmenter, self.state.device_arg)
+            self.state.set_status(
+                f"Saved prompt model version {info.name} (fine-tuned from {result.base}) in "
+                f"{result.seconds:.1f} s; the Click and Box tools use it now.")
+            show_info(f"fine-tuned prompt model saved as version {info.name}")
+            return
         self.refresh_models(select=info.name)
         self._remember_choice()  # the new version is this image's model now
         self._segmenter_cache = ((info.name, self.state.device_arg), result.segmenter)

@@ -441,3 +441,33 @@ def test_another_image_turns_prompting_off(setup, qtbot) -> None:
     assert not widget.start_prompts("click")
     assert any("switch the viewer to its 2-D view" in m for m in _messages(start))
     assert not widget.prompt_button.isChecked()
+
+
+def test_finetune_with_the_prompt_tool_on_trains_the_prompt_model(setup, qtbot) -> None:
+    from llm4seg_core.store import ModelStore
+
+    viewer, widget, image = setup
+    store = ModelStore()
+    before = store.current_name("prompt")
+    segment_model = widget.state.model_arg
+    assert widget.finetune_button.text() == "Fine-tune"
+    widget.prompt_button.click()
+    assert widget.finetune_button.text() == "Fine-tune prompt model"
+    points = viewer.layers[POINTS_NAME]
+    _goto(viewer, image, 5)
+    click(points, image, (5, 24, 18))
+    _wait(qtbot, widget, applied=1)
+    assert widget.state.corrected_slices == [5]
+    widget.steps_spin.setValue(3)
+    assert widget.finetune()
+    assert "Fine-tuning the prompt model" in widget.state.status
+    _wait_job(qtbot, widget)
+    after = store.current_name("prompt")
+    assert after is not None and after != before  # a new version of task "prompt", current
+    info = next(v for v in store.versions("prompt") if v.name == after)
+    assert info.parent == before
+    assert widget.state.model_arg == segment_model  # the Segment model is left as it was
+    assert f"Saved prompt model version {after}" in widget.state.status
+    assert widget.prompts.segmenter(None, widget.state.device_arg).name == after
+    widget.prompt_button.click()
+    assert widget.finetune_button.text() == "Fine-tune"
