@@ -26,39 +26,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.prompts.encode import CLICK_RADIUS
-from llm4seg_core.prompts.simulate import inner_distance
+from llm4seg_core.prompts.simulate import next_click
 from llm4seg_core.training.losses import IGNORE_LABEL
 from llm4seg_core.training.params import train_mode
 
-__all__ = ["ClickSessions", "session_click"]
+__all__ = ["ClickSessions"]
 
 POS, NEG, BOX, GUIDE = -4, -3, -2, -1
 """The prompt channels, counted from the end of an item's channels (encode.CHANNELS)."""
-
-
-def session_click(target: np.ndarray, pred: np.ndarray,
-                  rng: np.random.Generator) -> tuple[int, int, bool] | None:
-    """(row, column, positive) of the correction: inside the largest error region, in its
-    inner half (a point at least half the region's largest boundary distance in); None when
-    ``pred`` has no error."""
-    best = None
-    for positive, err in ((True, target & ~pred), (False, pred & ~target)):
-        lab, n = ndimage.label(err)
-        if n:
-            areas = np.bincount(lab.ravel())[1:]
-            k = int(np.argmax(areas))
-            if best is None or areas[k] > best[0]:
-                best = (int(areas[k]), positive, lab == k + 1)
-    if best is None:
-        return None
-    dist = inner_distance(best[2])
-    cand = np.argwhere(dist >= max(0.5 * float(dist.max()), min(1.0, float(dist.max()))))
-    y, x = cand[int(rng.integers(len(cand)))]
-    return int(y), int(x), best[1]
 
 
 @dataclass(frozen=True)
@@ -111,13 +89,13 @@ class ClickSessions:
                     pred = (model(sub)[:, 0] > 0).cpu().numpy()
                     for j in range(len(idx)):
                         p = pred[j] & known[j]
-                        click = session_click(targets[j], p, rng)
+                        click = next_click(targets[j], p, rng)
                         sub[j, GUIDE] = torch.from_numpy(pred[j].astype(np.float32)).to(sub.device)
                         if click is None:
                             continue
-                        cy, cx, positive = click
+                        cy, cx = click.y, click.x
                         disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= CLICK_RADIUS * CLICK_RADIUS
-                        ch = POS if positive else NEG
+                        ch = POS if click.positive else NEG
                         sub[j, ch][torch.from_numpy(disc).to(sub.device)] = 1.0
         finally:
             if was_training:

@@ -9,8 +9,9 @@ import torch
 from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.model.network import build_model
 from llm4seg_core.model.spec import parse_spec
+from llm4seg_core.prompts.simulate import next_click
 from llm4seg_core.training.click_sessions import (
-    BOX, GUIDE, NEG, POS, ClickSessions, session_click,
+    BOX, GUIDE, NEG, POS, ClickSessions,
 )
 
 TINY = "prompt-cmunext,image_size=32,dims=8:8:16:16:32"
@@ -24,13 +25,15 @@ def disc(cy, cx, r, size=32):
 def test_session_click_goes_to_the_largest_error():
     target = disc(16, 16, 8)
     rng = np.random.default_rng(0)
-    y, x, positive = session_click(target, np.zeros_like(target), rng)
+    c = next_click(target, np.zeros_like(target), rng)
+    y, x, positive = c.y, c.x, c.positive
     assert positive and target[y, x]
     assert (y - 16) ** 2 + (x - 16) ** 2 <= 5 * 5  # the inner half of the missed object
     stray = target | disc(4, 27, 3)
-    y, x, positive = session_click(target, stray, rng)
+    c = next_click(target, stray, rng)
+    y, x, positive = c.y, c.x, c.positive
     assert not positive and stray[y, x] and not target[y, x]
-    assert session_click(target, target.copy(), rng) is None
+    assert next_click(target, target.copy(), rng) is None
 
 
 def batch():
