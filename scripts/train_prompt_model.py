@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--init", help="start from this prompt checkpoint's weights (e.g. "
                     "resources/models/prompt.safetensors); its spec replaces --model")
     ap.add_argument("--sessions", help="simulated click sessions on the model's own masks: "
-                    "SHARE[,ROUNDS] of the batches, 1..ROUNDS corrections (e.g. 0.5,4; "
+                    "SHARE[,ROUNDS[,keep-first]] of the batches, 1..ROUNDS corrections (e.g. 0.5,4; "
+                    "keep-first: items with only a first click or box stay as drawn; "
                     "training/click_sessions.py); give it again with --resume")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--save-to-store", action="store_true",
@@ -169,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         meta = {"task": PROMPT_TASK, "datasets": [p.name for p in paths],
                 "prompt_mix": json.loads(json.dumps(train.datasets[0].mix.__dict__))}
         if sessions is not None:
-            meta["click_sessions"] = {"share": sessions.share, "max_rounds": sessions.max_rounds}
+            meta["click_sessions"] = {"share": sessions.share, "max_rounds": sessions.max_rounds,
+                                      "keep_first": sessions.keep_first}
         if args.init:
             meta["init"] = str(args.init)
         trainer = Trainer(model, cfg, Callbacks(on_progress=on_progress, on_metrics=on_metrics,

@@ -14,7 +14,10 @@ becomes the guide mask, and again, 1 to ``max_rounds`` times. The batch then
 trains on the prompts and guide the session ended with.
 
 Only items with a click or a box take part; pure guide items (propagation,
-"the object ended") stay as drawn. Everything happens at the model grid,
+"the object ended") stay as drawn. With ``keep_first`` the items that hold
+only a first prompt (one positive click, or a box, no guide) stay as drawn
+too: a session then never replaces the "guess from one click" items, whose
+share the plain sessions had cut (the first-click Dice fell with them). Everything happens at the model grid,
 after the augmentation, with the same disc clicks as
 :func:`~llm4seg_core.prompts.encode.click_map`. The draws come from the
 step's generator, so a resumed run sees what an uninterrupted one saw.
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from llm4seg_core.errors import LLM4SegError
 from llm4seg_core.prompts.encode import CLICK_RADIUS
@@ -33,7 +37,7 @@ from llm4seg_core.prompts.simulate import next_click
 from llm4seg_core.training.losses import IGNORE_LABEL
 from llm4seg_core.training.params import train_mode
 
-__all__ = ["ClickSessions"]
+__all__ = ["ClickSessions", "first_prompt_only"]
 
 POS, NEG, BOX, GUIDE = -4, -3, -2, -1
 """The prompt channels, counted from the end of an item's channels (encode.CHANNELS)."""
@@ -46,6 +50,7 @@ class ClickSessions:
 
     share: float = 0.5
     max_rounds: int = 4
+    keep_first: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.share <= 1.0 or self.max_rounds < 1:
@@ -53,8 +58,14 @@ class ClickSessions:
 
     @classmethod
     def parse(cls, text: str) -> ClickSessions:
-        """``"SHARE"`` or ``"SHARE,ROUNDS"`` (the command line's form)."""
+        """``"SHARE"``, ``"SHARE,ROUNDS"`` or ``"SHARE,ROUNDS,keep-first"`` (the command
+        line's form)."""
         parts = [p.strip() for p in str(text).split(",") if p.strip()]
+        if len(parts) == 3 and parts[2] == "keep-first":
+            try:
+                return cls(float(parts[0]), int(parts[1]), keep_first=True)
+            except ValueError:
+                pass
         try:
             if len(parts) == 1:
                 return cls(float(parts[0]))
@@ -62,7 +73,8 @@ class ClickSessions:
                 return cls(float(parts[0]), int(parts[1]))
         except ValueError:
             pass
-        raise LLM4SegError(f"click sessions {text!r}: give SHARE or SHARE,ROUNDS (e.g. 0.5,4)")
+        raise LLM4SegError(f"click sessions {text!r}: give SHARE, SHARE,ROUNDS or "
+                           "SHARE,ROUNDS,keep-first (e.g. 0.5,4)")
 
     def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                  gen: torch.Generator) -> torch.Tensor:
@@ -71,6 +83,8 @@ class ClickSessions:
         if self.share <= 0 or rng.uniform() >= self.share:
             return x
         prompted = ((x[:, POS].flatten(1).amax(1) > 0) | (x[:, BOX].flatten(1).amax(1) > 0))
+        if self.keep_first:
+            prompted &= ~first_prompt_only(x)
         idx = torch.nonzero(prompted).flatten()
         if idx.numel() == 0:
             return x
@@ -102,3 +116,19 @@ class ClickSessions:
                 train_mode(model)
         x[idx] = sub
         return x
+
+
+def first_prompt_only(x: torch.Tensor) -> torch.Tensor:
+    """Per item of a batch: True where the prompts are only a first one: no guide,
+    no negative click, and either a box without clicks or one positive click
+    (one connected disc in the positive channel)."""
+    flat = x.flatten(2)
+    neg = (flat[:, NEG] > 0).any(1)
+    box = (flat[:, BOX] > 0).any(1)
+    guide = (flat[:, GUIDE] > 0).any(1)
+    pos = (x[:, POS] > 0).cpu().numpy()
+    discs = torch.tensor([ndimage.label(p, structure=np.ones((3, 3)))[1] for p in pos],
+                         device=x.device)
+    one_click = (discs == 1) & ~box
+    box_only = box & (discs == 0)
+    return ~guide & ~neg & (one_click | box_only)

@@ -11,7 +11,7 @@ from llm4seg_core.model.network import build_model
 from llm4seg_core.model.spec import parse_spec
 from llm4seg_core.prompts.simulate import next_click
 from llm4seg_core.training.click_sessions import (
-    BOX, GUIDE, NEG, POS, ClickSessions,
+    BOX, GUIDE, NEG, POS, ClickSessions, first_prompt_only,
 )
 
 TINY = "prompt-cmunext,image_size=32,dims=8:8:16:16:32"
@@ -77,3 +77,22 @@ def test_share_zero_and_bad_settings():
     for bad in ("", "a", "0.5,x", "2", "0.5,0", "1,2,3"):
         with pytest.raises(LLM4SegError):
             ClickSessions.parse(bad)
+
+
+def test_keep_first_leaves_first_prompts_as_drawn():
+    x = torch.zeros(4, 5, 32, 32)
+    x[:, 0] = torch.from_numpy(disc(16, 16, 8).astype(np.float32))
+    x[0, POS][torch.from_numpy(disc(16, 16, 3))] = 1.0  # a first click
+    x[1, BOX, 6:26, 6:26] = 1.0  # a first box
+    x[2, POS][torch.from_numpy(disc(16, 16, 3) | disc(8, 22, 3))] = 1.0  # two clicks
+    x[3, POS][torch.from_numpy(disc(16, 16, 3))] = 1.0  # a click on a previous mask
+    x[3, GUIDE] = torch.from_numpy(disc(15, 15, 7).astype(np.float32))
+    assert first_prompt_only(x).tolist() == [True, True, False, False]
+    y = torch.from_numpy(np.stack([disc(16, 16, 8)] * 4).astype(np.uint8))
+    model = build_model(parse_spec(TINY), seed=0)
+    out = ClickSessions(1.0, 3, keep_first=True)(model, x, y, torch.Generator().manual_seed(1))
+    assert torch.equal(out[:2], x[:2])
+    assert not torch.equal(out[3, GUIDE], x[3, GUIDE])  # rewritten with the model's own mask
+    assert ClickSessions.parse("0.7,4,keep-first") == ClickSessions(0.7, 4, keep_first=True)
+    with pytest.raises(LLM4SegError):
+        ClickSessions.parse("0.7,4,first")
