@@ -182,7 +182,7 @@ def score_run(run: Run, out: Path, device: str) -> dict | None:
     dest = SCORES / f"{run.name}.json"
     if dest.is_file() and (not ckpt.is_file() or dest.stat().st_mtime >= ckpt.stat().st_mtime):
         return json.loads(dest.read_text())
-    res = score_split(ckpt, DATA / run.dataset, device=device)
+    res = score_split(ckpt, DATA / run.dataset, device=device, tta=False)  # as the paper
     res.pop("rows")
     state = json.loads((run.folder(out) / "train_state.json").read_text())
     res.update(run=run.name, steps=int(state.get("step", 0)),

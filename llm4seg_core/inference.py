@@ -81,6 +81,7 @@ class Segmenter:
         trained: bool = True,
         name: str = "",
         engine: str = "auto",
+        tta: bool = False,
     ) -> None:
         check_segmentation_model(model.spec, name or ("untrained model" if not trained else ""))
         self.device = resolve_device(device)
@@ -96,6 +97,7 @@ class Segmenter:
             model.llm_block.llm.to(torch.bfloat16)
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.batch_size = batch_size
+        self.tta = bool(tta)  # average the 8 rotations/flips of each slice (llm4seg_core.tta)
         self.trained = trained
         self.name = name or ("untrained " if not trained else "") + "model"
         self.warning: str | None = None  # e.g. a damaged current version was passed over (load)
@@ -112,6 +114,7 @@ class Segmenter:
         batch_size: int | None = None,
         store=None,
         engine: str = "auto",
+        tta: bool | None = None,
     ) -> Segmenter:
         """A Segmenter for ``checkpoint``, or an untrained ``spec``.
 
@@ -120,6 +123,8 @@ class Segmenter:
         default the user's), ``current``, or a spec string. With neither
         ``checkpoint`` nor ``spec``: the store's current version, else the
         shipped default checkpoint, else the untrained default spec.
+        ``tta`` None: as the checkpoint's ``meta["tta"]`` says (the picture zoo
+        models average the 8 rotations/flips; :mod:`llm4seg_core.tta`).
         """
         from llm4seg_core.store import resolve_model
         from llm4seg_core.model.network import build_model
@@ -128,14 +133,17 @@ class Segmenter:
         if checkpoint is None and spec is not None:
             check_segmentation_model(spec, "this untrained spec")  # before building it
             model = build_model(spec, device="cpu")
-            return cls(model, device=dev, batch_size=batch_size, trained=False, engine=engine)
+            return cls(model, device=dev, batch_size=batch_size, trained=False, engine=engine,
+                       tta=bool(tta))
         r = resolve_model(checkpoint, store, device="cpu")
         seg = cls(r.model, device=dev, batch_size=batch_size, trained=r.trained, name=r.name,
                   engine=engine)
         seg.warning, seg.task = r.warning, r.task
         if r.path is not None:
             seg.convert_min_slices = FAST_BUILD_MIN_SLICES_SAVED
-        seg.labels = model_labels(r)
+        meta = checkpoint_meta(r)
+        seg.labels = model_labels(r, meta)
+        seg.tta = bool(meta.get("tta", False)) if tta is None else bool(tta)
         return seg
 
     def label_table(self, values=()) -> tuple:
@@ -159,6 +167,12 @@ class Segmenter:
             raise LLM4SegError("the OpenVINO engine is not available for this model (openvino "
                                "missing, or its conversion was refused): use --engine torch")
         return fwd if fwd is not None else self.model
+
+    def _prepare(self, forward):
+        """What readies a batch for ``forward``: channels-last for the torch model."""
+        if forward is self.model:
+            return lambda t: t.contiguous(memory_format=torch.channels_last)
+        return lambda t: t
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda":
@@ -209,11 +223,15 @@ class Segmenter:
                     raise Cancelled(f"segmentation cancelled after {done} of {len(order)} slices")
                 batch = order[start : start + self.batch_size]
                 x = to_model_input(slice_stack(volume, batch, spec.in_channels), limits, spec.image_size)
-                if forward is self.model:
-                    x = x.contiguous(memory_format=torch.channels_last)
                 if pin:
                     x = x.pin_memory()
-                logits = forward(x.to(self.device, non_blocking=pin))
+                x = x.to(self.device, non_blocking=pin)
+                if self.tta:
+                    from llm4seg_core.tta import averaged_logits
+
+                    logits = averaged_logits(forward, x, prepare=self._prepare(forward))
+                else:
+                    logits = forward(self._prepare(forward)(x))
                 labels = logits_to_labels(logits, hw).cpu().numpy()
                 for k, z in enumerate(batch):
                     view[z] = labels[k]
@@ -222,16 +240,22 @@ class Segmenter:
         return out
 
 
-def model_labels(resolved) -> tuple:
+def checkpoint_meta(resolved) -> dict:
+    """A resolved model's checkpoint metadata; empty for a spec or an unreadable header."""
+    from llm4seg_core.store import read_checkpoint_info
+
+    if resolved.path is None:
+        return {}
+    try:
+        return read_checkpoint_info(resolved.path).meta
+    except LLM4SegError:
+        return {}
+
+
+def model_labels(resolved, meta: dict | None = None) -> tuple:
     """The label table a resolved model records (checkpoint ``meta["labels"]``, spec
     ``label_names``); empty when it records none."""
     from llm4seg_core.io.labels import label_table
-    from llm4seg_core.store import read_checkpoint_info
 
-    meta: dict = {}
-    if resolved.path is not None:
-        try:
-            meta = read_checkpoint_info(resolved.path).meta
-        except LLM4SegError:
-            meta = {}
+    meta = checkpoint_meta(resolved) if meta is None else meta
     return label_table(meta_labels=meta.get("labels"), names=resolved.spec.label_names)

@@ -139,9 +139,10 @@ def keep_continuations(labels: np.ndarray, corrected_slices: Sequence[int], *,
 # --------------------------------------------------------------------------- fine-tune
 
 
-INHERITED = ("labels", "fits")
+INHERITED = ("labels", "fits", "tta")
 """What a fine-tuned version keeps of its base's checkpoint metadata: the label
-table (names and colours) and what images the model suits (model suggestion)."""
+table (names and colours), what images the model suits (model suggestion) and
+whether it averages the 8 rotations/flips (the fine-tune trains with them too)."""
 
 
 def _inherited(resolved: ResolvedModel) -> dict[str, Any]:

@@ -32,8 +32,11 @@ def _stats(values: list[float]) -> dict[str, Any]:
 
 
 def score_split(model: str | Path, dataset: str | Path, *, part: str = "val", device: str = "cpu",
-                callbacks: Callbacks | None = None) -> dict[str, Any]:
+                callbacks: Callbacks | None = None, tta: bool | None = None) -> dict[str, Any]:
     """Per-case and summary scores of ``model`` on the ``part`` split of ``dataset``.
+
+    ``tta`` None: as the model's checkpoint says (:class:`~llm4seg_core.inference.Segmenter`);
+    the paper's table passes False (no test-time augmentation, as the paper).
 
     A prompt model is refused (:class:`~llm4seg_core.errors.LLM4SegError`): it segments the
     object prompts point at, not a whole case (``bench/prompt_bench.py`` scores those)."""
@@ -42,7 +45,7 @@ def score_split(model: str | Path, dataset: str | Path, *, part: str = "val", de
     from llm4seg_core.metrics import score
 
     cb = callbacks or Callbacks()
-    seg = Segmenter.load(str(model), device=device)  # a prompt model is refused here, first
+    seg = Segmenter.load(str(model), device=device, tta=tta)  # a prompt model is refused first
     data = open_dataset(dataset)
     label_map = data.label_map()
     lut = label_map.lut()
@@ -72,7 +75,7 @@ def score_split(model: str | Path, dataset: str | Path, *, part: str = "val", de
             "iou": float(np.mean([r["iou"] for r in per_label.values()])) if per_label else None,
         })
         cb.progress(i + 1, len(cases))
-    return summarise(rows, n_labels, seconds=time.perf_counter() - t0,
+    return summarise(rows, n_labels, seconds=time.perf_counter() - t0, tta=seg.tta,
                      split=data.split.origin, kind=data.kind)
 
 

@@ -55,6 +55,7 @@ def export(src: Path, dst: Path, args: argparse.Namespace) -> dict:
         "trained": {k: trained.get(k) for k in ("config", "metrics", "dataset", "split", "labels")
                     if k in trained},
         "intended_use": "research and demonstration; not for diagnosis",
+        "tta": bool(args.tta),  # the Segmenter averages the 8 rotations/flips (llm4seg_core.tta)
         # what images the model is for: read by the model suggestion of the UIs
         "fits": {
             "kind": args.kind,
@@ -83,6 +84,8 @@ def main() -> int:
     p.add_argument("--body-part", default="", help="DICOM BodyPartExamined, e.g. BREAST, THYROID")
     p.add_argument("--keywords", default="",
                    help="comma-separated words that, in a file or series name, point to this model")
+    p.add_argument("--tta", action="store_true", help="the model averages each slice over its "
+                   "8 rotations/flips when it segments (only for a model trained with them)")
     p.add_argument("--out", type=Path, default=ROOT / "resources" / "models")
     p.add_argument("--device", default="cpu")
     p.add_argument("--eval-only", action="store_true", help="score CHECKPOINT itself, export nothing")

@@ -37,6 +37,10 @@ def add_model_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--engine", choices=("auto", "torch", "openvino"), default="auto",
                     help="the CPU forward: auto (OpenVINO once the model is converted, which a "
                     "volume of 64+ slices does once, ~10 s; else PyTorch), torch, openvino")
+    sp.add_argument("--tta", choices=("model", "on", "off"), default="model",
+                    help="average each slice over its 8 rotations/flips (8 forwards a slice): "
+                    "as the model says (the picture zoo models: on), on, or off; never 'on' for "
+                    "a model trained without flips (labels with a side)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -61,7 +65,8 @@ def load_segmenter(args: argparse.Namespace) -> Any:
         raise LLM4SegError(PROMPT_MODEL_REFUSED.format(name=f"task {PROMPT_TASK!r}"))
     return Segmenter.load(model, device=args.device,
                           batch_size=args.batch_size, store=open_store(args),
-                          engine=getattr(args, "engine", "auto"))
+                          engine=getattr(args, "engine", "auto"),
+                          tta={"on": True, "off": False}.get(getattr(args, "tta", "model")))
 
 
 def describe_segmenter(seg: Any, log: Log) -> None:
@@ -70,7 +75,9 @@ def describe_segmenter(seg: Any, log: Log) -> None:
 
     spec = seg.model.spec
     llm = f"{spec.llm_source} layer {spec.llm_layer}" if spec.has_llm else "none"
-    log(f"model: {seg.name} (LLM: {llm}, {spec.llm_mode}); device: {describe_device(seg.device)}")
+    tta = "; each slice averaged over its 8 rotations/flips" if getattr(seg, "tta", False) else ""
+    log(f"model: {seg.name} (LLM: {llm}, {spec.llm_mode}); device: {describe_device(seg.device)}"
+        f"{tta}")
     if getattr(seg, "warning", None):  # shown even with --quiet: not the model asked for
         print(f"WARNING: {seg.warning}", file=sys.stderr)
     if not seg.trained:  # shown even with --quiet: the mask is meaningless

@@ -173,7 +173,7 @@ def finetune_job(model_arg: str | None, device: str, corrections: Any, steps: in
     weights); the new version joins the base's task and becomes its current one. Raises
     Cancelled when the callbacks cancel it: nothing is saved then.
     """
-    from llm4seg_core.inference import Segmenter
+    from llm4seg_core.inference import Segmenter, checkpoint_meta
     from llm4seg_core.loop import finetune_corrections, is_prompt
     from llm4seg_core.store import resolve_model
     from llm4seg_core.training.config import FinetuneConfig
@@ -201,6 +201,7 @@ def finetune_job(model_arg: str | None, device: str, corrections: Any, steps: in
 
         segmenter = PromptSegmenter(outcome.model, device=device, trained=True, name=info.name)
     else:
-        segmenter = Segmenter(outcome.model, device=device, trained=True, name=info.name)
+        segmenter = Segmenter(outcome.model, device=device, trained=True, name=info.name,
+                              tta=bool(checkpoint_meta(base).get("tta")))  # as the base did
     return FinetuneResult(info, segmenter, dict(outcome.result.best_metrics), outcome.seconds,
                           base.name)

@@ -1,0 +1,75 @@
+"""Test-time augmentation (llm4seg_core.tta): the 8 rotations/flips averaged, and who uses it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from llm4seg_core.io import Volume
+from llm4seg_core.io.volume import unit_geometry
+from llm4seg_core.model import ModelSpec, build_model
+from llm4seg_core.paths import shipped_models_dirs
+from llm4seg_core.store import read_checkpoint_info, save_checkpoint
+from llm4seg_core.training.augment import dihedral
+from llm4seg_core.tta import averaged_logits, undo_dihedral
+
+TINY = ModelSpec(llm_mode="none", image_size=32, dims=(8, 8, 16, 16, 32))
+
+
+@pytest.mark.parametrize("d", range(8))
+def test_undo_turns_each_variant_back(d):
+    t = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    assert torch.equal(undo_dihedral(dihedral(t, d), d), t)
+
+
+def test_averaging_is_exact_for_an_equivariant_forward_and_averages_a_position_bias():
+    x = torch.randn(2, 1, 6, 6)
+    same = averaged_logits(lambda t: t, x)
+    assert torch.allclose(same, x, atol=1e-4)  # logit(mean sigmoid) of 8 equal answers
+    ramp = torch.arange(6, dtype=torch.float32).expand(6, 6)  # a bias to the right
+    calls = []
+
+    def biased(t):
+        calls.append(1)
+        return torch.zeros_like(t) + ramp
+    out = torch.sigmoid(averaged_logits(biased, torch.zeros(1, 1, 6, 6)))
+    assert len(calls) == 8
+    # turned back, the 8 ramps point every way: the mean has the dihedral symmetry
+    for d in range(8):
+        assert torch.allclose(dihedral(out, d), out, atol=1e-6)
+    assert not torch.allclose(out, torch.sigmoid(ramp).expand_as(out))
+
+
+def test_multiclass_labels_follow_the_mean_softmax():
+    x = torch.zeros(1, 3, 4, 4)
+    x[:, 2] = 5.0
+    out = averaged_logits(lambda t: t, x)
+    assert out.argmax(1).eq(2).all()
+
+
+def test_the_segmenter_takes_tta_from_the_checkpoint_and_the_caller(tmp_path):
+    from llm4seg_core.inference import Segmenter
+
+    model = build_model(TINY, seed=0)
+    on = save_checkpoint(model, tmp_path / "on.safetensors", {"task": "t", "tta": True})
+    off = save_checkpoint(model, tmp_path / "off.safetensors", {"task": "t"})
+    assert Segmenter.load(str(on), device="cpu").tta
+    assert not Segmenter.load(str(off), device="cpu").tta
+    assert not Segmenter.load(str(on), device="cpu", tta=False).tta
+    seg = Segmenter.load(str(off), device="cpu", tta=True, engine="torch")
+    calls = []
+    forward = seg.model.forward
+    seg.model.forward = lambda t: (calls.append(t.shape), forward(t))[1]
+    vol = Volume(np.random.default_rng(0).random((3, 20, 24)).astype(np.float32), *unit_geometry(3))
+    labels = seg.segment(vol)
+    assert labels.shape == (3, 20, 24)
+    assert len(calls) == 8 * -(-3 // seg.batch_size)  # 8 forwards a batch
+
+
+def test_the_picture_zoo_models_average_the_rotations_and_the_volume_models_do_not():
+    folder = shipped_models_dirs()[0]
+    for name in ("polyp", "breast-us", "thyroid-us", "skin-lesion", "fetal-head-us"):
+        assert read_checkpoint_info(folder / f"{name}.safetensors").meta.get("tta") is True, name
+    for name in ("hippocampus-mr", "hn-ct-oar", "default"):  # trained without flips / volumes
+        assert not read_checkpoint_info(folder / f"{name}.safetensors").meta.get("tta"), name
