@@ -328,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-clicks", type=int, default=20)
     ap.add_argument("--k", default="1,2,3", help="corrected slices for propagation")
     ap.add_argument("--latency-runs", type=int, default=30)
+    ap.add_argument("--tta", action="store_true", help="every model averages the 8 "
+                    "rotations/flips of image and prompts (llm4seg_core/tta.py; 8x the forwards)")
     ap.add_argument("--unseen", default="colin27", help="'colin27' (needs Debian mricron-data) "
                     "or 'none'")
     ap.add_argument("--unseen-volumes", default="16",
@@ -349,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     models = {}
     for name, arg in zip(names, [a for a in (args.model, args.twin) if a], strict=False):
         seg = PromptSegmenter.load(arg, device=args.device, engine=args.engine)
+        seg.tta = args.tta
         models[name + ("" if seg.trained else " (untrained)")] = seg
     ks = [int(k) for k in args.k.split(",") if k.strip()]
     report: dict = {"models": {n: s.name for n, s in models.items()}, "slices": {}, "volumes": {},

@@ -127,7 +127,7 @@ class PromptSegmenter:
 
     def __init__(self, model: Any, *, device: str | torch.device = "auto", trained: bool = True,
                  name: str = "", task: str = PROMPT_TASK, engine: str = "auto",
-                 batch_size: int | None = None) -> None:
+                 batch_size: int | None = None, tta: bool = False) -> None:
         check_prompt_model(model.spec, name or "this model")
         if engine not in ENGINES:
             raise LLM4SegError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
@@ -141,6 +141,8 @@ class PromptSegmenter:
         self.trained = trained
         self.name = name or ("untrained " if not trained else "") + "prompt model"
         self.task = task
+        # average the 8 rotations/flips of image and prompts (llm4seg_core.tta): 8x a click's time
+        self.tta = bool(tta)
         self.warning: str | None = None
         self.labels: tuple = ()
         self._lock = threading.Lock()
@@ -254,8 +256,18 @@ class PromptSegmenter:
             with self._lock, torch.inference_mode(), autocast:
                 forward = self._forward_fn()
                 if forward is self.model:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                logits = forward(x.to(self.device))
+                    def prepare(t):
+                        return t.contiguous(memory_format=torch.channels_last)
+                else:
+                    def prepare(t):
+                        return t
+                x = x.to(self.device)
+                if self.tta:
+                    from llm4seg_core.tta import averaged_logits
+
+                    logits = averaged_logits(forward, x, prepare)
+                else:
+                    logits = forward(prepare(x))
                 labels = logits_to_labels(logits, hw).cpu().numpy()
             out.extend(labels[k] for k in range(len(batch)))
         return out

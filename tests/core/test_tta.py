@@ -73,3 +73,20 @@ def test_the_picture_zoo_models_average_the_rotations_and_the_volume_models_do_n
         assert read_checkpoint_info(folder / f"{name}.safetensors").meta.get("tta") is True, name
     for name in ("hippocampus-mr", "hn-ct-oar", "default"):  # trained without flips / volumes
         assert not read_checkpoint_info(folder / f"{name}.safetensors").meta.get("tta"), name
+
+
+def test_the_prompt_segmenter_turns_the_prompts_with_the_image():
+    """With tta, each of the 8 forwards sees image and prompt channels turned together."""
+    from llm4seg_core.prompts import Point, PromptSegmenter, SlicePrompts
+
+    spec = ModelSpec(llm_mode="none", image_size=32, dims=(8, 8, 16, 16, 32), prompt_channels=4)
+    seg = PromptSegmenter(build_model(spec, seed=0), device="cpu", engine="torch", tta=True)
+    seen = []
+    forward = seg.model.forward
+    seg.model.forward = lambda t: (seen.append(t.clone()), forward(t))[1]
+    vol = Volume(np.random.default_rng(1).random((1, 32, 32)).astype(np.float32), *unit_geometry(3))
+    mask = seg.segment_slice(vol, 0, SlicePrompts((Point(4, 20),)))
+    assert mask.shape == (32, 32) and len(seen) == 8
+    for d, t in enumerate(seen):  # the click disc stays on the same image pixel
+        back = undo_dihedral(t, d)
+        assert torch.equal(back, seen[0])
