@@ -82,6 +82,7 @@ class Segmenter:
         name: str = "",
         engine: str = "auto",
         tta: bool = False,
+        one_object: bool = False,
     ) -> None:
         check_segmentation_model(model.spec, name or ("untrained model" if not trained else ""))
         self.device = resolve_device(device)
@@ -98,6 +99,8 @@ class Segmenter:
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.batch_size = batch_size
         self.tta = bool(tta)  # average the 8 rotations/flips of each slice (llm4seg_core.tta)
+        # keep each label's largest region per slice (postprocess.keep_largest_region)
+        self.one_object = bool(one_object)
         self.trained = trained
         self.name = name or ("untrained " if not trained else "") + "model"
         self.warning: str | None = None  # e.g. a damaged current version was passed over (load)
@@ -115,6 +118,7 @@ class Segmenter:
         store=None,
         engine: str = "auto",
         tta: bool | None = None,
+        one_object: bool | None = None,
     ) -> Segmenter:
         """A Segmenter for ``checkpoint``, or an untrained ``spec``.
 
@@ -124,7 +128,9 @@ class Segmenter:
         ``checkpoint`` nor ``spec``: the store's current version, else the
         shipped default checkpoint, else the untrained default spec.
         ``tta`` None: as the checkpoint's ``meta["tta"]`` says (the picture zoo
-        models average the 8 rotations/flips; :mod:`llm4seg_core.tta`).
+        models average the 8 rotations/flips; :mod:`llm4seg_core.tta`); ``one_object``
+        likewise from ``meta["one_object"]`` (the picture zoo models of one object keep its
+        largest region: :func:`~llm4seg_core.postprocess.keep_largest_region`).
         """
         from llm4seg_core.store import resolve_model
         from llm4seg_core.model.network import build_model
@@ -144,6 +150,8 @@ class Segmenter:
         meta = checkpoint_meta(r)
         seg.labels = model_labels(r, meta)
         seg.tta = bool(meta.get("tta", False)) if tta is None else bool(tta)
+        seg.one_object = (bool(meta.get("one_object", False)) if one_object is None
+                          else bool(one_object))
         return seg
 
     def label_table(self, values=()) -> tuple:
@@ -233,6 +241,10 @@ class Segmenter:
                 else:
                     logits = forward(self._prepare(forward)(x))
                 labels = logits_to_labels(logits, hw).cpu().numpy()
+                if self.one_object:
+                    from llm4seg_core.postprocess import keep_largest_region
+
+                    labels = keep_largest_region(labels)
                 for k, z in enumerate(batch):
                     view[z] = labels[k]
                 done += len(batch)

@@ -139,10 +139,11 @@ def keep_continuations(labels: np.ndarray, corrected_slices: Sequence[int], *,
 # --------------------------------------------------------------------------- fine-tune
 
 
-INHERITED = ("labels", "fits", "tta")
+INHERITED = ("labels", "fits", "tta", "one_object")
 """What a fine-tuned version keeps of its base's checkpoint metadata: the label
 table (names and colours), what images the model suits (model suggestion) and
-whether it averages the 8 rotations/flips (the fine-tune trains with them too)."""
+whether it averages the 8 rotations/flips (the fine-tune trains with them too) and
+keeps one region."""
 
 
 def _inherited(resolved: ResolvedModel) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from llm4seg_core.jobs import Callbacks
 
-__all__ = ["score_split", "summarise"]
+__all__ = ["score_cases", "score_split", "summarise"]
 
 
 def _stats(values: list[float]) -> dict[str, Any]:
@@ -32,24 +33,36 @@ def _stats(values: list[float]) -> dict[str, Any]:
 
 
 def score_split(model: str | Path, dataset: str | Path, *, part: str = "val", device: str = "cpu",
-                callbacks: Callbacks | None = None, tta: bool | None = None) -> dict[str, Any]:
+                callbacks: Callbacks | None = None, tta: bool | None = None,
+                one_object: bool | None = None, engine: str = "auto") -> dict[str, Any]:
     """Per-case and summary scores of ``model`` on the ``part`` split of ``dataset``.
 
-    ``tta`` None: as the model's checkpoint says (:class:`~llm4seg_core.inference.Segmenter`);
-    the paper's table passes False (no test-time augmentation, as the paper).
+    ``tta`` / ``one_object`` None: as the model's checkpoint says
+    (:class:`~llm4seg_core.inference.Segmenter`); the paper's table passes
+    ``tta=False`` (no test-time augmentation, as the paper).
 
     A prompt model is refused (:class:`~llm4seg_core.errors.LLM4SegError`): it segments the
     object prompts point at, not a whole case (``bench/prompt_bench.py`` scores those)."""
-    from llm4seg_core.datasets import open_dataset
     from llm4seg_core.inference import Segmenter
+
+    # a prompt model is refused here, first
+    seg = Segmenter.load(str(model), device=device, tta=tta, one_object=one_object, engine=engine)
+    return score_cases(lambda _case, vol: seg.segment(vol), dataset, seg.model.spec.n_labels,
+                       part=part, callbacks=callbacks, tta=seg.tta, one_object=seg.one_object)
+
+
+def score_cases(predict: Callable[[str, Any], np.ndarray], dataset: str | Path, n_labels: int, *,
+                part: str = "val", callbacks: Callbacks | None = None,
+                **extra: Any) -> dict[str, Any]:
+    """Per-case and summary scores of ``predict(case, volume) -> labels`` on the ``part``
+    split of ``dataset`` (``extra`` is recorded in the summary)."""
+    from llm4seg_core.datasets import open_dataset
     from llm4seg_core.metrics import score
 
     cb = callbacks or Callbacks()
-    seg = Segmenter.load(str(model), device=device, tta=tta)  # a prompt model is refused first
     data = open_dataset(dataset)
     label_map = data.label_map()
     lut = label_map.lut()
-    n_labels = seg.model.spec.n_labels
     contoured = getattr(data, "contoured", None)
     cases = list(data.split.val if part == "val" else data.split.train)
     rows = []
@@ -60,7 +73,7 @@ def score_split(model: str | Path, dataset: str | Path, *, part: str = "val", de
             break
         vol, ref_values = data.read_case(case)
         ref = lut[ref_values]
-        pred = seg.segment(vol)
+        pred = predict(case, vol)
         spacing = vol.scale_zyx if ref.ndim == 3 else vol.scale_zyx[-2:]
         per_label = {}
         for k in range(1, n_labels + 1):
@@ -75,8 +88,8 @@ def score_split(model: str | Path, dataset: str | Path, *, part: str = "val", de
             "iou": float(np.mean([r["iou"] for r in per_label.values()])) if per_label else None,
         })
         cb.progress(i + 1, len(cases))
-    return summarise(rows, n_labels, seconds=time.perf_counter() - t0, tta=seg.tta,
-                     split=data.split.origin, kind=data.kind)
+    return summarise(rows, n_labels, seconds=time.perf_counter() - t0,
+                     split=data.split.origin, kind=data.kind, **extra)
 
 
 def summarise(rows: list[dict[str, Any]], n_labels: int, **extra: Any) -> dict[str, Any]:

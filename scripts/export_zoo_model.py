@@ -56,6 +56,7 @@ def export(src: Path, dst: Path, args: argparse.Namespace) -> dict:
                     if k in trained},
         "intended_use": "research and demonstration; not for diagnosis",
         "tta": bool(args.tta),  # the Segmenter averages the 8 rotations/flips (llm4seg_core.tta)
+        "one_object": bool(args.one_object),  # ... and keeps the largest region (postprocess)
         # what images the model is for: read by the model suggestion of the UIs
         "fits": {
             "kind": args.kind,
@@ -86,6 +87,8 @@ def main() -> int:
                    help="comma-separated words that, in a file or series name, point to this model")
     p.add_argument("--tta", action="store_true", help="the model averages each slice over its "
                    "8 rotations/flips when it segments (only for a model trained with them)")
+    p.add_argument("--one-object", action="store_true", help="the pictures hold one object: "
+                   "keep each label's largest region (postprocess.keep_largest_region)")
     p.add_argument("--out", type=Path, default=ROOT / "resources" / "models")
     p.add_argument("--device", default="cpu")
     p.add_argument("--eval-only", action="store_true", help="score CHECKPOINT itself, export nothing")

@@ -41,6 +41,10 @@ def add_model_args(sp: argparse.ArgumentParser) -> None:
                     help="average each slice over its 8 rotations/flips (8 forwards a slice): "
                     "as the model says (the picture zoo models: on), on, or off; never 'on' for "
                     "a model trained without flips (labels with a side)")
+    sp.add_argument("--largest-region", choices=("model", "on", "off"), default="model",
+                    help="keep only each label's largest region per slice: as the model says "
+                    "(the picture zoo models of one object: on), on, or off (several polyps or "
+                    "lesions in one picture)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -66,7 +70,13 @@ def load_segmenter(args: argparse.Namespace) -> Any:
     return Segmenter.load(model, device=args.device,
                           batch_size=args.batch_size, store=open_store(args),
                           engine=getattr(args, "engine", "auto"),
-                          tta={"on": True, "off": False}.get(getattr(args, "tta", "model")))
+                          tta=_switch(getattr(args, "tta", "model")),
+                          one_object=_switch(getattr(args, "largest_region", "model")))
+
+
+def _switch(value: str) -> bool | None:
+    """A ``model|on|off`` option: None (as the model says), True or False."""
+    return {"on": True, "off": False}.get(value)
 
 
 def describe_segmenter(seg: Any, log: Log) -> None:
@@ -76,6 +86,8 @@ def describe_segmenter(seg: Any, log: Log) -> None:
     spec = seg.model.spec
     llm = f"{spec.llm_source} layer {spec.llm_layer}" if spec.has_llm else "none"
     tta = "; each slice averaged over its 8 rotations/flips" if getattr(seg, "tta", False) else ""
+    if getattr(seg, "one_object", False):
+        tta += "; largest region kept"
     log(f"model: {seg.name} (LLM: {llm}, {spec.llm_mode}); device: {describe_device(seg.device)}"
         f"{tta}")
     if getattr(seg, "warning", None):  # shown even with --quiet: not the model asked for

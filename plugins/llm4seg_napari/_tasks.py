@@ -201,7 +201,8 @@ def finetune_job(model_arg: str | None, device: str, corrections: Any, steps: in
 
         segmenter = PromptSegmenter(outcome.model, device=device, trained=True, name=info.name)
     else:
+        meta = checkpoint_meta(base)  # the new version segments as its base did
         segmenter = Segmenter(outcome.model, device=device, trained=True, name=info.name,
-                              tta=bool(checkpoint_meta(base).get("tta")))  # as the base did
+                              tta=bool(meta.get("tta")), one_object=bool(meta.get("one_object")))
     return FinetuneResult(info, segmenter, dict(outcome.result.best_metrics), outcome.seconds,
                           base.name)

@@ -90,3 +90,37 @@ def test_the_prompt_segmenter_turns_the_prompts_with_the_image():
     for d, t in enumerate(seen):  # the click disc stays on the same image pixel
         back = undo_dihedral(t, d)
         assert torch.equal(back, seen[0])
+
+
+def test_keep_largest_region_per_label_and_slice():
+    from llm4seg_core.postprocess import keep_largest_region
+
+    lab = np.zeros((2, 12, 12), np.uint8)
+    lab[0, 1:6, 1:6] = 1  # 25 px
+    lab[0, 8:10, 8:10] = 1  # 4 px: dropped
+    lab[0, 0, 11] = 2  # another label's only region: kept
+    lab[1, 9:11, 0:2] = 1  # slice 1: its own largest region
+    lab[1, 3, 3] = 1  # 1 px: dropped
+    out = keep_largest_region(lab)
+    assert out[0, 8:10, 8:10].max() == 0 and (out[0, 1:6, 1:6] == 1).all() and out[0, 0, 11] == 2
+    assert out[1, 3, 3] == 0 and (out[1, 9:11, 0:2] == 1).all()
+    assert lab[0, 8, 8] == 1  # the input is not changed
+    diag = np.zeros((4, 4), np.uint8)
+    diag[0, 0] = diag[1, 1] = 1  # 8-connected: one region
+    assert keep_largest_region(diag).sum() == 2
+
+
+def test_the_segmenter_keeps_one_region_where_the_checkpoint_says(tmp_path):
+    from llm4seg_core.inference import Segmenter
+
+    model = build_model(TINY, seed=0)
+    on = save_checkpoint(model, tmp_path / "on.safetensors", {"task": "t", "one_object": True})
+    seg = Segmenter.load(str(on), device="cpu", engine="torch")
+    assert seg.one_object and not seg.tta
+    rng = np.random.default_rng(3)
+    vol = Volume(rng.random((4, 40, 40)).astype(np.float32), *unit_geometry(3))
+    kept = seg.segment(vol)
+    seg.one_object = False
+    raw = seg.segment(vol)
+    from llm4seg_core.postprocess import keep_largest_region
+    assert np.array_equal(kept, keep_largest_region(raw))
