@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 MODELS = {"polyp": "kvasir", "breast-us": "busi", "thyroid-us": "ddti",
           "skin-lesion": "isic128", "fetal-head-us": "hc18"}
-VARIANTS = ("1 pass", "8 averaged", "8 + largest")
+COLUMNS = ("1 pass", "8 averaged", "8 + largest")
 
 
 def train_regions(folder: Path) -> str:
@@ -73,7 +73,7 @@ def main() -> int:
         return 2
     tasks = args.only.split(",") if args.only else list(MODELS)
     rows = {}
-    lines = [f"| model | val set | Dice: {' / '.join(VARIANTS)} | IoU | HD95 px "
+    lines = [f"| model | val set | Dice: {' / '.join(COLUMNS)} | IoU | HD95 px "
              "| lesion Dice | seconds |", "|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     for task in tasks:
@@ -91,17 +91,17 @@ def main() -> int:
         n = one.model.spec.n_labels
         folder = data / MODELS[task]
         res = {
-            VARIANTS[0]: score_cases(lambda _c, vol, one=one: one.segment(vol), folder, n),
-            VARIANTS[1]: score_cases(predict8, folder, n),
-            VARIANTS[2]: score_cases(lambda c, _v, averaged=averaged: keep_largest_region(averaged[c]),
+            COLUMNS[0]: score_cases(lambda _c, vol, one=one: one.segment(vol), folder, n),
+            COLUMNS[1]: score_cases(predict8, folder, n),
+            COLUMNS[2]: score_cases(lambda c, _v, averaged=averaged: keep_largest_region(averaged[c]),
                                      folder, n),
         }
 
         def col(metric, fmt, res=res):
-            return " / ".join(fmt.format(res[v][metric]["mean"]) for v in VARIANTS)
+            return " / ".join(fmt.format(res[v][metric]["mean"]) for v in COLUMNS)
 
-        secs = " / ".join(f"{res[v]['seconds']:.0f}" for v in VARIANTS)
-        line = (f"| {task} | {MODELS[task]} ({res[VARIANTS[0]]['cases']}) | {col('dice', '{:.3f}')} "
+        secs = " / ".join(f"{res[v]['seconds']:.0f}" for v in COLUMNS)
+        line = (f"| {task} | {MODELS[task]} ({res[COLUMNS[0]]['cases']}) | {col('dice', '{:.3f}')} "
                 f"| {col('iou', '{:.3f}')} | {col('hd95', '{:.1f}')} | {col('dice_nonempty', '{:.3f}')} "
                 f"| {secs} |")
         print(line, flush=True)

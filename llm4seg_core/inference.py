@@ -15,6 +15,7 @@ from llm4seg_core.io import Volume
 from llm4seg_core.jobs import Callbacks
 from llm4seg_core.model.network import LLM4SegNet
 from llm4seg_core.preprocess import intensity_range, logits_to_labels, slice_stack, to_model_input
+from llm4seg_core.tta import model_logits
 
 DEFAULT_BATCH = {"cpu": 2, "cuda": 8, "mps": 8}
 """Slices per forward pass when none is given. On a CPU batch 2 is the fastest
@@ -129,8 +130,8 @@ class Segmenter:
         shipped default checkpoint, else the untrained default spec.
         ``tta`` None: as the checkpoint's ``meta["tta"]`` says (the picture zoo
         models average the 8 rotations/flips; :mod:`llm4seg_core.tta`); ``one_object``
-        likewise from ``meta["one_object"]`` (the picture zoo models of one object keep its
-        largest region: :func:`~llm4seg_core.postprocess.keep_largest_region`).
+        likewise from ``meta["one_object"]`` (keep each label's largest region:
+        :func:`~llm4seg_core.postprocess.keep_largest_region`; no shipped model sets it).
         """
         from llm4seg_core.store import resolve_model
         from llm4seg_core.model.network import build_model
@@ -140,7 +141,7 @@ class Segmenter:
             check_segmentation_model(spec, "this untrained spec")  # before building it
             model = build_model(spec, device="cpu")
             return cls(model, device=dev, batch_size=batch_size, trained=False, engine=engine,
-                       tta=bool(tta))
+                       tta=bool(tta), one_object=bool(one_object))
         r = resolve_model(checkpoint, store, device="cpu")
         seg = cls(r.model, device=dev, batch_size=batch_size, trained=r.trained, name=r.name,
                   engine=engine)
@@ -175,12 +176,6 @@ class Segmenter:
             raise LLM4SegError("the OpenVINO engine is not available for this model (openvino "
                                "missing, or its conversion was refused): use --engine torch")
         return fwd if fwd is not None else self.model
-
-    def _prepare(self, forward):
-        """What readies a batch for ``forward``: channels-last for the torch model."""
-        if forward is self.model:
-            return lambda t: t.contiguous(memory_format=torch.channels_last)
-        return lambda t: t
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda":
@@ -233,13 +228,8 @@ class Segmenter:
                 x = to_model_input(slice_stack(volume, batch, spec.in_channels), limits, spec.image_size)
                 if pin:
                     x = x.pin_memory()
-                x = x.to(self.device, non_blocking=pin)
-                if self.tta:
-                    from llm4seg_core.tta import averaged_logits
-
-                    logits = averaged_logits(forward, x, prepare=self._prepare(forward))
-                else:
-                    logits = forward(self._prepare(forward)(x))
+                logits = model_logits(forward, x.to(self.device, non_blocking=pin),
+                                      model=self.model, tta=self.tta)
                 labels = logits_to_labels(logits, hw).cpu().numpy()
                 if self.one_object:
                     from llm4seg_core.postprocess import keep_largest_region

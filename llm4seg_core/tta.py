@@ -16,7 +16,7 @@ import torch
 
 from llm4seg_core.training.augment import dihedral
 
-__all__ = ["VARIANTS", "averaged_logits", "undo_dihedral"]
+__all__ = ["VARIANTS", "averaged_logits", "model_logits", "undo_dihedral"]
 
 VARIANTS = 8
 
@@ -26,6 +26,21 @@ def undo_dihedral(t: torch.Tensor, d: int) -> torch.Tensor:
     if d & 3:
         t = torch.rot90(t, -(d & 3), dims=(-2, -1))
     return t.flip(-1) if d & 4 else t
+
+
+def model_logits(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *,
+                 model: torch.nn.Module, tta: bool) -> torch.Tensor:
+    """``forward``'s logits for ``x``: one pass, or with ``tta`` the 8 variants averaged.
+
+    A torch ``model`` as the forward gets its input channels-last (its convolutions
+    run faster so on a CPU); another forward (OpenVINO) takes it as it is."""
+    if forward is model:
+        def prepare(t: torch.Tensor) -> torch.Tensor:
+            return t.contiguous(memory_format=torch.channels_last)
+    else:
+        def prepare(t: torch.Tensor) -> torch.Tensor:
+            return t
+    return averaged_logits(forward, x, prepare) if tta else forward(prepare(x))
 
 
 def averaged_logits(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,

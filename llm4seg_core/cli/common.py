@@ -43,8 +43,8 @@ def add_model_args(sp: argparse.ArgumentParser) -> None:
                     "a model trained without flips (labels with a side)")
     sp.add_argument("--largest-region", choices=("model", "on", "off"), default="model",
                     help="keep only each label's largest region per slice: as the model says "
-                    "(the picture zoo models of one object: on), on, or off (several polyps or "
-                    "lesions in one picture)")
+                    "(no shipped model turns it on: it did not raise their Dice), on (pictures "
+                    "of one object), or off")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 

@@ -46,6 +46,7 @@ from llm4seg_core.model.spec import PROMPT_CHANNELS
 from llm4seg_core.preprocess import intensity_range, logits_to_labels, slice_stack, to_model_input
 from llm4seg_core.prompts.encode import prompt_maps
 from llm4seg_core.prompts.records import SlicePrompts
+from llm4seg_core.tta import model_logits
 
 __all__ = ["ENGINES", "PROMPT_TASK", "PromptSegmenter", "SliceRequest", "check_prompt_model"]
 
@@ -254,20 +255,8 @@ class PromptSegmenter:
             batch = list(requests[start:start + self.batch_size])
             x = self.inputs(volume, batch)
             with self._lock, torch.inference_mode(), autocast:
-                forward = self._forward_fn()
-                if forward is self.model:
-                    def prepare(t):
-                        return t.contiguous(memory_format=torch.channels_last)
-                else:
-                    def prepare(t):
-                        return t
-                x = x.to(self.device)
-                if self.tta:
-                    from llm4seg_core.tta import averaged_logits
-
-                    logits = averaged_logits(forward, x, prepare)
-                else:
-                    logits = forward(prepare(x))
+                logits = model_logits(self._forward_fn(), x.to(self.device), model=self.model,
+                                      tta=self.tta)
                 labels = logits_to_labels(logits, hw).cpu().numpy()
             out.extend(labels[k] for k in range(len(batch)))
         return out

@@ -17,8 +17,8 @@ Only items with a click or a box take part; pure guide items (propagation,
 "the object ended") stay as drawn. With ``keep_first`` the items that hold
 only a first prompt (one positive click, or a box, no guide) stay as drawn
 too: a session then never replaces the "guess from one click" items, whose
-share the plain sessions had cut (the first-click Dice fell with them). Everything happens at the model grid,
-after the augmentation, with the same disc clicks as
+share the plain sessions had cut (the first-click Dice fell with them).
+Everything happens at the model grid, after the augmentation, with the same disc clicks as
 :func:`~llm4seg_core.prompts.encode.click_map`. The draws come from the
 step's generator, so a resumed run sees what an uninterrupted one saw.
 """

@@ -117,10 +117,15 @@ def test_the_segmenter_keeps_one_region_where_the_checkpoint_says(tmp_path):
     on = save_checkpoint(model, tmp_path / "on.safetensors", {"task": "t", "one_object": True})
     seg = Segmenter.load(str(on), device="cpu", engine="torch")
     assert seg.one_object and not seg.tta
-    rng = np.random.default_rng(3)
-    vol = Volume(rng.random((4, 40, 40)).astype(np.float32), *unit_geometry(3))
+    logits = -torch.ones(1, 1, 32, 32)
+    logits[..., 2:12, 2:12] = 1.0  # a large region
+    logits[..., 24:28, 24:28] = 1.0  # and a stray one
+    seg.model.forward = lambda t: logits.expand(len(t), -1, -1, -1)
+    vol = Volume(np.zeros((2, 32, 32), np.float32), *unit_geometry(3))
     kept = seg.segment(vol)
     seg.one_object = False
     raw = seg.segment(vol)
+    assert raw[:, 24:28, 24:28].all() and raw[:, 2:12, 2:12].all()
+    assert not kept[:, 24:28, 24:28].any() and kept[:, 2:12, 2:12].all()
     from llm4seg_core.postprocess import keep_largest_region
     assert np.array_equal(kept, keep_largest_region(raw))
